@@ -16,13 +16,13 @@ def check_array(name, a, ndim=None, shape=None):
         raise ValueError(f"{name}: expected a numpy array, got {type(a).__name__}")
     if a.dtype not in FLOAT_DTYPES:
         raise ValueError(f"{name}: expected dtype float32 or float64, got {a.dtype}")
+    want = ""
     if shape is not None:
         ndim = len(shape)
-    if ndim is not None and a.ndim != ndim:
-        want = "(" + ", ".join("?" if s is None else str(s) for s in shape) + ")" if shape else ""
-        raise ValueError(f"{name}: expected {ndim} dims {want}, got shape {a.shape}")
-    if shape is not None and any(s is not None and s != d for s, d in zip(shape, a.shape, strict=True)):
         want = "(" + ", ".join("?" if s is None else str(s) for s in shape) + ")"
+    if ndim is not None and a.ndim != ndim:
+        raise ValueError(f"{name}: expected {ndim} dims {want}, got shape {a.shape}")
+    if shape is not None and any(s not in (None, d) for s, d in zip(shape, a.shape, strict=True)):
         raise ValueError(f"{name}: expected shape {want}, got {a.shape}")
 
 
