@@ -26,7 +26,7 @@ def _readonly(a: np.ndarray) -> np.ndarray:
     return a
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # compare and hash by identity: fields are arrays
 class Schedule:
     r"""A frozen float64 noise schedule; arrays have shape (T+1,), index = the paper's t.
 
@@ -37,6 +37,9 @@ class Schedule:
         beta: beta_t (Eq. 2); beta[0] = NaN.
         alpha: alpha_t = 1 - beta_t (§3.2); alpha[0] = NaN.
         alpha_bar: \bar\alpha_t = prod_{s<=t} alpha_s (Eq. 4); alpha_bar[0] = 1.
+        one_minus_alpha_bar: 1 - alpha_bar_t computed without cancellation, as
+            -expm1(sum_{s<=t} log1p(-beta_s)) (``1.0 - alpha_bar`` loses ~1e-16 / beta_1 relative
+            accuracy at small t); one_minus_alpha_bar[0] = 0.
         beta_tilde: posterior variance (Eq. 7), (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t) beta_t;
             beta_tilde[1] = 0, beta_tilde[0] = NaN.
         log_beta_tilde_clipped: log beta_tilde_t with the t = 1 entry replaced by log beta_tilde_2
@@ -57,6 +60,7 @@ class Schedule:
     T: int = field(init=False)
     alpha: np.ndarray = field(init=False, repr=False)
     alpha_bar: np.ndarray = field(init=False, repr=False)
+    one_minus_alpha_bar: np.ndarray = field(init=False, repr=False)
     beta_tilde: np.ndarray = field(init=False, repr=False)
     log_beta_tilde_clipped: np.ndarray = field(init=False, repr=False)
     posterior_mean_coef1: np.ndarray = field(init=False, repr=False)
@@ -94,20 +98,26 @@ class Schedule:
         # Eq. (4): alpha_bar_t = prod_{s=1}^t alpha_s, alpha_bar_0 = 1
         alpha_bar = np.concatenate([[1.0], np.cumprod(alpha[1:])])
         alpha_bar_prev = np.concatenate([[np.nan], alpha_bar[:-1]])  # alpha_bar_{t-1}
+        # 1 - alpha_bar_t = -expm1(log alpha_bar_t): no cancellation when alpha_bar_t ~ 1
+        omab = np.concatenate([[0.0], -np.expm1(np.cumsum(np.log1p(-b)))])  # (T+1,)
+        omab_prev = np.concatenate([[np.nan], omab[:-1]])  # 1 - alpha_bar_{t-1}
         # Eq. (7): beta_tilde_t = (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t) beta_t
-        beta_tilde = (1.0 - alpha_bar_prev) / (1.0 - alpha_bar) * beta
+        with np.errstate(invalid="ignore"):  # 0 / 0 at t = 0 (NaN by convention)
+            beta_tilde = omab_prev / omab * beta
         beta_tilde[0] = np.nan
         # beta_tilde_1 = 0 exactly (alpha_bar_0 = 1); its log is clipped to log beta_tilde_2.
         with np.errstate(divide="ignore"):
             log_bt = np.log(beta_tilde)
         log_bt[1] = np.log(beta_tilde[2]) if T >= 2 else np.log(beta[1])
         # Eq. (7): mu_tilde = coef1 x0 + coef2 xt
-        coef1 = np.sqrt(alpha_bar_prev) * beta / (1.0 - alpha_bar)
-        coef2 = np.sqrt(alpha) * (1.0 - alpha_bar_prev) / (1.0 - alpha_bar)
+        with np.errstate(divide="ignore", invalid="ignore"):  # t = 0 entries are NaN
+            coef1 = np.sqrt(alpha_bar_prev) * beta / omab
+            coef2 = np.sqrt(alpha) * omab_prev / omab
 
         set_("beta", _readonly(beta))
         set_("alpha", _readonly(alpha))
         set_("alpha_bar", _readonly(alpha_bar))
+        set_("one_minus_alpha_bar", _readonly(omab))
         set_("beta_tilde", _readonly(beta_tilde))
         set_("log_beta_tilde_clipped", _readonly(log_bt))
         set_("posterior_mean_coef1", _readonly(coef1))
@@ -118,7 +128,9 @@ class Schedule:
         """A schedule from any user array of beta_1..beta_T (length T, no t = 0 entry)."""
         betas = np.asarray(betas)
         if betas.ndim != 1 or betas.shape[0] < 1:
-            raise ValueError(f"betas: expected a 1-D array of length T >= 1, got shape {betas.shape}")
+            raise ValueError(
+                f"betas: expected a 1-D array of length T >= 1, got shape {betas.shape}"
+            )
         if not np.issubdtype(betas.dtype, np.floating) and not np.issubdtype(
             betas.dtype, np.integer
         ):
@@ -180,7 +192,8 @@ def _betas(kind: str, T: int, **params) -> np.ndarray:
         betas = np.full(T, float(params.pop("beta", 0.02)))
     elif kind == "cosine":
         # Nichol & Dhariwal (2021), Eq. (17): alpha_bar(t) = f(t) / f(0),
-        # f(t) = cos^2(((t / T) + s) / (1 + s) * pi / 2), beta_t = min(1 - abar_t / abar_{t-1}, 0.999)
+        # f(t) = cos^2(((t / T) + s) / (1 + s) * pi / 2),
+        # beta_t = min(1 - abar_t / abar_{t-1}, 0.999)
         s = float(params.pop("s", 0.008))
         max_beta = float(params.pop("max_beta", 0.999))
         f = lambda u: np.cos((u / T + s) / (1.0 + s) * np.pi / 2.0) ** 2
