@@ -1,0 +1,216 @@
+"""Tests for ddpm_ref.train (Algorithm 1) and ddpm_ref.objectives."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from ddpm_ref.checkpoint import load_checkpoint, register_architecture
+from ddpm_ref.data import toy2d
+from ddpm_ref.diffusion import q_sample
+from ddpm_ref.elbo import l_simple, vlb_term
+from ddpm_ref.nn.mlp import MLP
+from ddpm_ref.objectives import objective_loss
+from ddpm_ref.schedule import make_schedule
+from ddpm_ref.train import (
+    NonFiniteLossError,
+    TrainConfig,
+    _Window,
+    make_model_fn,
+    state_from_checkpoint,
+    train,
+)
+
+SCHED = make_schedule("linear", 100, beta_start=1e-3, beta_end=0.2)
+
+
+def _net(out_mult=1):
+    return MLP(x_dim=2, hidden=16, depth=2, t_dim=8, fourier_freqs=0, out_mult=out_mult)
+
+
+def _data(n=512):
+    return toy2d.sample("gmm", n, np.random.default_rng(1))
+
+
+def _cfg(**kw):
+    base = dict(steps=40, batch=32, lr=3e-3, warmup=5, ema_decay=0.9, log_every=10)
+    return TrainConfig(**{**base, **kw})
+
+
+def _batch(B=6, C=2, seed=0):
+    rng = np.random.default_rng(seed)
+    x0 = rng.standard_normal((B, C))
+    t = rng.integers(1, SCHED.T + 1, size=B)
+    t[0] = 1  # the decoder term L_0 is included
+    eps = rng.standard_normal((B, C))
+    return x0, t, eps, q_sample(SCHED, x0, t, eps), rng
+
+
+def test_algorithm1_training_lowers_l_simple():
+    _, hist = train(_net(), SCHED, _data(), _cfg(steps=300, log_every=50),
+                    rng=np.random.default_rng(0))
+    # eps_theta starts at 0 (zero output layer), so the first windows sit near E||eps||^2/D = 1
+    assert hist[0]["l_simple"] > 0.7
+    assert hist[-1]["l_simple"] < 0.6 * hist[0]["l_simple"]
+
+
+def test_per_quartile_logging_present_and_ordered():
+    _, hist = train(_net(), SCHED, _data(), _cfg(steps=300, log_every=100),
+                    rng=np.random.default_rng(0))
+    rec = hist[-1]
+    for k in ("step", "loss", "l_simple", "lr", "grad_norm", "steps_per_s", "wall_s"):
+        assert k in rec
+    qs = [rec[f"l_simple_q{i}"] for i in range(1, 5)]
+    assert all(math.isfinite(q) for q in qs)
+    # at large t, x_t is nearly eps, so eps is easy to predict; at small t it is hardest
+    assert qs[3] < qs[0]
+
+
+def test_window_bins_t_into_quarters():
+    w = _Window()
+    T = 100
+    t = np.array([1, 25, 26, 50, 51, 75, 76, 100])
+    w.add(1.0, np.array([1.0, 3.0, 5.0, 7.0, 9.0, 11.0, 13.0, 15.0]), t, T)
+    rec = w.record(step=1, lr=0.1, gnorm=1.0, wall=0.0)
+    assert [rec[f"l_simple_q{i}"] for i in range(1, 5)] == [2.0, 6.0, 10.0, 14.0]
+    assert rec["l_simple"] == 8.0
+
+
+def test_resume_is_bit_for_bit(tmp_path):
+    data, cfg, net = _data(), _cfg(steps=40, log_every=7), _net()
+    straight, _ = train(net, SCHED, data, cfg, rng=np.random.default_rng(5))
+    path = tmp_path / "half.npz"
+    train(net, SCHED, data, cfg, rng=np.random.default_rng(5), stop_at=20, ckpt_path=path)
+    ck = load_checkpoint(path)
+    assert ck.step == 20 and TrainConfig.from_dict(ck.train_config) == cfg
+    resumed, _ = train(ck.net, ck.sched, data, cfg, state=state_from_checkpoint(ck))
+    assert resumed.step == straight.step == 40
+    for part in ("params", "ema", "opt_state"):
+        a, b = getattr(straight, part), getattr(resumed, part)
+        assert a.keys() == b.keys()
+        for k in a:
+            assert a[k].tobytes() == b[k].tobytes(), (part, k)
+    assert resumed.rng.bit_generator.state == straight.rng.bit_generator.state
+
+
+class NaNAfterMLP(MLP):
+    """An MLP whose output turns NaN from its `bad_from`-th forward call on (injected failure)."""
+
+    bad_from = 8
+    calls = 0
+
+    def forward(self, params, x, t, rng=None):
+        out, cache = super().forward(params, x, t, rng)
+        NaNAfterMLP.calls += 1
+        return (out * np.nan if NaNAfterMLP.calls >= self.bad_from else out), cache
+
+
+def test_nan_stops_training_and_keeps_last_good_checkpoint(tmp_path):
+    register_architecture(NaNAfterMLP)
+    NaNAfterMLP.calls = 0
+    net = NaNAfterMLP(x_dim=2, hidden=16, depth=2, t_dim=8, fourier_freqs=0)
+    path = tmp_path / "run.npz"
+    with pytest.raises(NonFiniteLossError, match="step 8.*last good checkpoint kept") as info:
+        train(net, SCHED, _data(), _cfg(ckpt_every=5), rng=np.random.default_rng(0),
+              ckpt_path=path)
+    err = info.value
+    assert err.step == 8 and err.ckpt_step == 5 and err.state.step == 7
+    ck = load_checkpoint(path)
+    assert ck.step == 5
+    assert all(np.all(np.isfinite(v)) for v in ck.params.values())
+
+
+def test_huge_learning_rate_stops_with_a_clear_error():
+    with pytest.raises(NonFiniteLossError, match="try a smaller lr") as info:
+        train(_net(), SCHED, _data(), _cfg(lr=1e30, warmup=0), rng=np.random.default_rng(0))
+    assert all(np.all(np.isfinite(v)) for v in info.value.state.params.values())
+
+
+def test_objective_simple_is_eq14_l_simple():
+    x0, t, eps, xt, rng = _batch()
+    out = rng.standard_normal(x0.shape)
+    loss, d, eps_mse = objective_loss(_cfg(), SCHED, x0, xt, t, eps, out)
+    ref_loss, ref_d = l_simple(eps, out)
+    assert loss == pytest.approx(ref_loss, rel=1e-12)
+    np.testing.assert_allclose(d, ref_d, rtol=1e-12)
+    np.testing.assert_allclose(eps_mse, ((eps - out) ** 2).mean(axis=1), rtol=1e-12)
+
+
+@pytest.mark.parametrize("mean_type", ["eps", "x0", "mu"])
+def test_objective_vlb_is_T_times_mean_term(mean_type):
+    x0, t, eps, xt, rng = _batch()
+    out = rng.standard_normal(x0.shape)
+    cfg = _cfg(objective="vlb", mean_type=mean_type)
+    loss, d, _ = objective_loss(cfg, SCHED, x0, xt, t, eps, out)
+    ref = vlb_term(SCHED, x0, xt, t, out, "fixedlarge", decoder="gaussian", mean_type=mean_type)
+    assert loss == pytest.approx(SCHED.T * ref.mean(), rel=1e-12)
+    # the gradient against centred differences of the loss itself
+    h, num = 1e-6, np.zeros_like(out)
+    for idx in np.ndindex(out.shape):
+        up, dn = out.copy(), out.copy()
+        up[idx] += h
+        dn[idx] -= h
+        num[idx] = (objective_loss(cfg, SCHED, x0, xt, t, eps, up)[0]
+                    - objective_loss(cfg, SCHED, x0, xt, t, eps, dn)[0]) / (2 * h)
+    np.testing.assert_allclose(d, num, rtol=1e-5, atol=1e-7 * np.abs(num).max())
+
+
+def test_objective_hybrid_stops_the_vlb_gradient_at_the_mean():
+    x0, t, eps, xt, rng = _batch()
+    out = np.concatenate([rng.standard_normal(x0.shape), rng.uniform(-1, 1, x0.shape)], axis=1)
+    cfg = _cfg(objective="hybrid", variance="learned_range", hybrid_lambda=0.01)
+    loss, d, _ = objective_loss(cfg, SCHED, x0, xt, t, eps, out)
+    ls, d_ls = l_simple(eps, out[:, :2])
+    nats = vlb_term(SCHED, x0, xt, t, out, "learned_range", decoder="gaussian")
+    w = 0.01 * SCHED.T / (2 * math.log(2.0))  # lambda T / (D ln 2): bits per dimension
+    assert loss == pytest.approx(ls + w * nats.mean(), rel=1e-12)
+    np.testing.assert_allclose(d[:, :2], d_ls, rtol=1e-12)  # mean half: L_simple only
+    h = 1e-6
+    for idx in np.ndindex(x0.shape):  # variance half: the full loss
+        up, dn = out.copy(), out.copy()
+        up[idx[0], 2 + idx[1]] += h
+        dn[idx[0], 2 + idx[1]] -= h
+        num = (objective_loss(cfg, SCHED, x0, xt, t, eps, up)[0]
+               - objective_loss(cfg, SCHED, x0, xt, t, eps, dn)[0]) / (2 * h)
+        assert d[idx[0], 2 + idx[1]] == pytest.approx(num, rel=1e-5, abs=1e-9)
+
+
+def test_vlb_and_hybrid_objectives_train():
+    for obj, var, mult in (("vlb", "fixedlarge", 1), ("hybrid", "learned_range", 2)):
+        st, hist = train(_net(mult), SCHED, _data(), _cfg(objective=obj, variance=var),
+                         rng=np.random.default_rng(0))
+        assert st.step == 40 and all(math.isfinite(r["loss"]) for r in hist)
+
+
+def test_make_model_fn_chunks_and_returns_float64():
+    net = _net()
+    params = net.init(np.random.default_rng(0))
+    params = {k: v + 0.1 for k, v in params.items()}  # a non-zero output layer
+    rng = np.random.default_rng(1)
+    xt, t = rng.standard_normal((50, 2)), rng.integers(1, 101, size=50)
+    whole = make_model_fn(net, params)(xt, t)
+    parts = make_model_fn(net, params, chunk=7)(xt, t)
+    assert whole.dtype == np.float64 and whole.shape == (50, 2)
+    np.testing.assert_array_equal(whole, parts)
+
+
+def test_train_config_refuses_bad_values():
+    with pytest.raises(ValueError, match="variance: expected one of \\('learned_range',\\)"):
+        TrainConfig(objective="hybrid")
+    with pytest.raises(ValueError, match="objective: expected one of"):
+        TrainConfig(objective="bogus")
+    with pytest.raises(ValueError, match="batch: expected an integer >= 1"):
+        TrainConfig(batch=0)
+    with pytest.raises(ValueError, match="lr: expected a finite number > 0"):
+        TrainConfig(lr=float("nan"))
+
+
+def test_train_refuses_bad_data():
+    with pytest.raises(ValueError, match=r"data: expected shape \(N, 2\)"):
+        train(_net(), SCHED, np.zeros((10, 3)), _cfg())
+    bad = _data()
+    bad[3, 0] = np.nan
+    with pytest.raises(ValueError, match="data: expected finite values"):
+        train(_net(), SCHED, bad, _cfg())
