@@ -75,19 +75,24 @@ def adam_update(params, grads, state, lr, beta1=0.9, beta2=0.999, eps=1e-8):
     step = int(state["step"]) + 1
     bias1 = 1.0 - beta1**step
     bias2 = 1.0 - beta2**step
-    step_size = lr / bias1  # lr / (1 - beta1^s): corrects m
-    inv_sqrt_bias2 = 1.0 / math.sqrt(bias2)  # corrects sqrt(v)
+    # sqrt(v / bias2) + eps = (sqrt(v) + eps sqrt(bias2)) / sqrt(bias2): one pass fewer per array
+    step_size = lr * math.sqrt(bias2) / bias1
+    eps_hat = eps * math.sqrt(bias2)
     new_params, new_state = {}, {"step": np.array(step, dtype=np.int64)}
     for k, p in params.items():
-        g = grads[k]
-        m = state["m." + k] * beta1  # fresh array; the old state is left alone
-        m += (1.0 - beta1) * g
-        v = state["v." + k] * beta2
-        v += (1.0 - beta2) * (g * g)
-        denom = np.sqrt(v)
-        denom *= inv_sqrt_bias2
-        denom += eps  # sqrt(v_hat) + eps
-        upd = np.divide(m, denom)
+        g, m_old, v_old = grads[k], state["m." + k], state["v." + k]
+        # m = beta1 m_old + (1 - beta1) g = m_old + (1 - beta1)(g - m_old), in a fresh array
+        m = np.subtract(g, m_old)
+        m *= 1.0 - beta1
+        m += m_old
+        # v = beta2 v_old + (1 - beta2) g^2
+        v = np.multiply(g, g)
+        v -= v_old
+        v *= 1.0 - beta2
+        v += v_old
+        upd = np.sqrt(v)
+        upd += eps_hat
+        np.divide(m, upd, out=upd)
         upd *= step_size
         new_params[k] = p - upd
         new_state["m." + k] = m
