@@ -44,6 +44,25 @@ def check_like(name: str, x, ref_name: str, ref_shape: tuple) -> np.ndarray:
     return x
 
 
+def check_param(name: str, x, ref_name: str | None = None, ref_shape: tuple | None = None):
+    """A distribution parameter (a mean, log-scale...): real, finite, any rank (scalars allowed),
+    broadcasting to ``ref_shape`` unchanged when given. Returns float64."""
+    x = np.asarray(x)
+    if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
+        raise ValueError(f"{name}: expected real numbers, got dtype {x.dtype}")
+    if not np.all(np.isfinite(x)):
+        raise ValueError(f"{name}: expected finite values, got {np.sum(~np.isfinite(x))} NaN/inf")
+    if ref_shape is not None:
+        try:
+            out = np.broadcast_shapes(x.shape, tuple(ref_shape))
+        except ValueError:
+            out = None
+        if out != tuple(ref_shape):
+            raise ValueError(f"{name}: expected a shape that broadcasts to {ref_name}.shape "
+                             f"{tuple(ref_shape)}, got {x.shape}")
+    return x.astype(np.float64, copy=False)
+
+
 def check_t(sched, t, B: int | None = None, t_min: int = 1) -> np.ndarray:
     """``t`` as an int64 array of shape (B,) with values in t_min..T (the paper's timesteps).
 
