@@ -57,7 +57,7 @@ def bound_terms(sched, model_fn, x0, rng, variance="fixedlarge", clip_x0=False,
     mse = np.full((B, T + 1), np.nan)
     starts = range(1, T + 1, chunk)
     if progress:
-        from tqdm.auto import tqdm
+        from tqdm import tqdm
 
         starts = tqdm(starts, desc="bound_terms", unit="call")
     for start in starts:

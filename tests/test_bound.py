@@ -25,8 +25,9 @@ def _gauss_logpdf(x, mean, log_var):
     return -0.5 * (np.log(2 * np.pi) + log_var + (x - mean) ** 2 / np.exp(log_var))
 
 
-@pytest.mark.parametrize("decoder, variance", [("gaussian", "fixedlarge"),
-                                               ("discretized", "fixedsmall")])
+@pytest.mark.parametrize(
+    "decoder, variance", [("gaussian", "fixedlarge"), ("discretized", "fixedsmall")]
+)
 def test_eq5_sum_of_terms_equals_eq3_monte_carlo(decoder, variance):
     # 1-D data, T = 5, a linear "model" eps_theta = c_t x_t. Eq. (3) is estimated directly from
     # forward trajectories: E_q[-log p(x_{0:T}) + log q(x_{1:T} | x0)], using only the Gaussian
@@ -83,10 +84,12 @@ def test_bound_terms_structure_and_chunk_independence():
         eps = replay.standard_normal(x0.shape)
         tt = np.full(6, t)
         xt = q_sample(sched, x0, tt, eps)
-        np.testing.assert_allclose(r1["L"][:, t], vlb_term(sched, x0, xt, tt, model_fn(xt, tt)),
-                                   rtol=1e-12)
-        np.testing.assert_allclose(r1["l_simple"][:, t],
-                                   l_simple_per_example(eps, model_fn(xt, tt)), rtol=1e-12)
+        np.testing.assert_allclose(
+            r1["L"][:, t], vlb_term(sched, x0, xt, tt, model_fn(xt, tt)), rtol=1e-12
+        )
+        np.testing.assert_allclose(
+            r1["l_simple"][:, t], l_simple_per_example(eps, model_fn(xt, tt)), rtol=1e-12
+        )
 
 
 def test_bound_estimate_is_unbiased_and_draws_every_t():
@@ -116,8 +119,25 @@ def test_bad_bound_inputs():
     with pytest.raises(ValueError, match=r"^rng: expected a np.random.Generator"):
         bound_terms(sched, f, np.zeros((2, 1)), 0, decoder="gaussian")
     with pytest.raises(ValueError, match=r"^t_chunk: expected an integer >= 1"):
-        bound_terms(sched, f, np.zeros((2, 1)), np.random.default_rng(0), t_chunk=0,
-                    decoder="gaussian")
+        bound_terms(
+            sched, f, np.zeros((2, 1)), np.random.default_rng(0), t_chunk=0, decoder="gaussian"
+        )
     with pytest.raises(ValueError, match=r"^model_output: expected shape"):
-        bound_terms(sched, lambda xt, t: xt[:, :0], np.zeros((2, 1)), np.random.default_rng(0),
-                    decoder="gaussian")
+        bound_terms(
+            sched,
+            lambda xt, t: xt[:, :0],
+            np.zeros((2, 1)),
+            np.random.default_rng(0),
+            decoder="gaussian",
+        )
+
+
+def test_bound_terms_progress_bar_changes_nothing(capsys):
+    sched = make_schedule("linear", 12)
+    x0 = np.zeros((3, 2))
+    f = lambda xt, t: 0.1 * xt
+    quiet = bound_terms(sched, f, x0, np.random.default_rng(1), decoder="gaussian", t_chunk=5)
+    loud = bound_terms(sched, f, x0, np.random.default_rng(1), decoder="gaussian", t_chunk=5,
+                       progress=True)
+    np.testing.assert_array_equal(quiet["total"], loud["total"])
+    assert "bound_terms" in capsys.readouterr().err
