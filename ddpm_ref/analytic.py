@@ -24,7 +24,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.special import logsumexp
 
 from ddpm_ref.schedule import Schedule
 
@@ -160,8 +159,18 @@ def _check_t(sched: Schedule, t, B: int, lo: int) -> np.ndarray:
     return t.astype(np.int64)
 
 
-def _components(gmm: GaussianMixture, x, abar):
-    r"""Per-component Gaussian terms of q(x_t) at x (B, D); abar (B,) = alpha_bar_t per example.
+def _logsumexp(a, axis, keepdims=False):
+    """log sum exp(a) along axis, shifted by the max for stability."""
+    m = np.max(a, axis=axis, keepdims=True)
+    out = m + np.log(np.sum(np.exp(a - m), axis=axis, keepdims=True))
+    return out if keepdims else np.squeeze(out, axis=axis)
+
+
+def _components(gmm: GaussianMixture, x, abar, omab):
+    r"""Per-component Gaussian terms of q(x_t) at x (B, D).
+
+    abar, omab: (B,) alpha_bar_t and 1 - alpha_bar_t per example (the schedule's
+    ``one_minus_alpha_bar``, accurate where alpha_bar_t ~ 1).
 
     Returns:
         log_joint: (B, K), log pi_k + log N(x; sqrt(abar) m_k, C_k).
@@ -169,12 +178,15 @@ def _components(gmm: GaussianMixture, x, abar):
     """
     a = np.sqrt(abar)[:, None, None]  # (B, 1, 1)
     # C_k = U_k diag(abar lam_k + (1 - abar)) U_k^T
-    lam = abar[:, None, None] * gmm.eigvals[None] + (1.0 - abar)[:, None, None]  # (B, K, D)
+    lam = abar[:, None, None] * gmm.eigvals[None] + omab[:, None, None]  # (B, K, D)
     diff = x[:, None, :] - a * gmm.means[None]  # (B, K, D)
-    z = np.einsum("kde,bkd->bke", gmm.eigvecs, diff)  # (B, K, D), coordinates in U_k
-    log_norm = -0.5 * (np.sum(z * z / lam, axis=2) + np.sum(np.log(lam), axis=2) + gmm.D * _LOG_2PI)
+    # coordinates in the eigenbasis, z_k = U_k^T diff_k: one (B, D) @ (D, D) product per component
+    # (much faster than einsum or a batched matmul of B*K tiny products when D is small)
+    z = np.stack([diff[:, k] @ gmm.eigvecs[k] for k in range(gmm.K)], axis=1)  # (B, K, D)
+    z_over = z / lam  # (B, K, D)
+    log_norm = -0.5 * (np.sum(z * z_over, axis=2) + np.sum(np.log(lam), axis=2) + gmm.D * _LOG_2PI)
     log_joint = np.log(gmm.weights)[None] + log_norm  # (B, K)
-    w = np.einsum("kde,bke->bkd", gmm.eigvecs, z / lam)  # (B, K, D)
+    w = np.stack([z_over[:, k] @ gmm.eigvecs[k].T for k in range(gmm.K)], axis=1)  # U_k z / lam
     return log_joint, w
 
 
@@ -182,8 +194,8 @@ def log_density(gmm: GaussianMixture, x) -> np.ndarray:
     """Exact log-density log q(x_0) in nats, (B,), of points x (B, D)."""
     _check_gmm(gmm)
     x = _check_x("x", x, gmm.D)
-    log_joint, _ = _components(gmm, x, np.ones(x.shape[0]))
-    return logsumexp(log_joint, axis=1)
+    log_joint, _ = _components(gmm, x, np.ones(x.shape[0]), np.zeros(x.shape[0]))
+    return _logsumexp(log_joint, axis=1)
 
 
 def exact_nll(gmm: GaussianMixture, x0) -> np.ndarray:
@@ -196,7 +208,7 @@ def q_xt(sched: Schedule, gmm: GaussianMixture, t: int) -> GaussianMixture:
     _check_gmm(gmm)
     t = int(_check_t(sched, t, 1, lo=0)[0])
     abar = sched.alpha_bar[t]
-    covs = abar * gmm.covs + (1.0 - abar) * np.eye(gmm.D)[None]  # (K, D, D)
+    covs = abar * gmm.covs + sched.one_minus_alpha_bar[t] * np.eye(gmm.D)[None]  # (K, D, D)
     return GaussianMixture(gmm.weights, np.sqrt(abar) * gmm.means, covs)
 
 
@@ -205,8 +217,8 @@ def log_q_xt(sched: Schedule, gmm: GaussianMixture, xt, t) -> np.ndarray:
     _check_gmm(gmm)
     xt = _check_x("xt", xt, gmm.D)
     t = _check_t(sched, t, xt.shape[0], lo=0)
-    log_joint, _ = _components(gmm, xt, sched.alpha_bar[t])
-    return logsumexp(log_joint, axis=1)
+    log_joint, _ = _components(gmm, xt, sched.alpha_bar[t], sched.one_minus_alpha_bar[t])
+    return _logsumexp(log_joint, axis=1)
 
 
 def eps_star(sched: Schedule, gmm: GaussianMixture, xt, t) -> np.ndarray:
@@ -222,22 +234,22 @@ def eps_star(sched: Schedule, gmm: GaussianMixture, xt, t) -> np.ndarray:
     _check_gmm(gmm)
     xt = _check_x("xt", xt, gmm.D)
     t = _check_t(sched, t, xt.shape[0], lo=1)
-    return _eps_star(gmm, xt, sched.alpha_bar[t])
+    return _eps_star(gmm, xt, sched.alpha_bar[t], sched.one_minus_alpha_bar[t])
 
 
-def _eps_star(gmm: GaussianMixture, xt, abar) -> np.ndarray:
-    """eps* at xt (B, D) with abar (B,) per example."""
-    log_joint, w = _components(gmm, xt, abar)
-    resp = np.exp(log_joint - logsumexp(log_joint, axis=1, keepdims=True))  # (B, K), r_k(x_t)
-    return np.sqrt(1.0 - abar)[:, None] * np.einsum("bk,bkd->bd", resp, w)  # (B, D)
+def _eps_star(gmm: GaussianMixture, xt, abar, omab) -> np.ndarray:
+    """eps* at xt (B, D) with abar, omab (B,) per example (see _components)."""
+    log_joint, w = _components(gmm, xt, abar, omab)
+    resp = np.exp(log_joint - _logsumexp(log_joint, axis=1, keepdims=True))  # (B, K), r_k(x_t)
+    return np.sqrt(omab)[:, None] * np.sum(resp[:, :, None] * w, axis=1)  # (B, D)
 
 
 def responsibilities(gmm: GaussianMixture, x) -> np.ndarray:
     """Posterior component probabilities r_k(x) under the data mixture, (B, K)."""
     _check_gmm(gmm)
     x = _check_x("x", x, gmm.D)
-    log_joint, _ = _components(gmm, x, np.ones(x.shape[0]))
-    return np.exp(log_joint - logsumexp(log_joint, axis=1, keepdims=True))
+    log_joint, _ = _components(gmm, x, np.ones(x.shape[0]), np.zeros(x.shape[0]))
+    return np.exp(log_joint - _logsumexp(log_joint, axis=1, keepdims=True))
 
 
 def oracle_model_fn(sched: Schedule, gmm: GaussianMixture):
@@ -253,6 +265,8 @@ def oracle_model_fn(sched: Schedule, gmm: GaussianMixture):
     ts = sched.timesteps  # (T+1,), original step of each step of sched
     abar_by_orig = np.full(int(ts.max()) + 1, np.nan)  # NaN where the original step is not kept
     abar_by_orig[ts] = sched.alpha_bar
+    omab_by_orig = np.full(int(ts.max()) + 1, np.nan)
+    omab_by_orig[ts] = sched.one_minus_alpha_bar
 
     def model_fn(xt, t):
         xt = _check_x("xt", xt, gmm.D)
@@ -261,6 +275,51 @@ def oracle_model_fn(sched: Schedule, gmm: GaussianMixture):
             raise ValueError(f"t: expected int array of shape ({xt.shape[0]},), got {t.shape}")
         if t.min() < 1 or t.max() >= abar_by_orig.size or np.any(np.isnan(abar_by_orig[t])):
             raise ValueError(f"t: expected original steps of the schedule, got {np.unique(t)[:5]}")
-        return _eps_star(gmm, xt, abar_by_orig[t])
+        return _eps_star(gmm, xt, abar_by_orig[t], omab_by_orig[t])
 
     return model_fn
+
+
+def oracle_bound(
+    sched: Schedule,
+    gmm: GaussianMixture,
+    x0,
+    rng,
+    variance="fixedlarge",
+    t_chunk=None,
+    progress=False,
+) -> dict:
+    r"""The variational bound (Eq. 5) of the model whose eps_theta is eps*, next to -log q(x_0).
+
+    Runs :func:`ddpm_ref.elbo.bound_terms` with the oracle model_fn and the Gaussian decoder
+    (continuous data). The sum over all T terms is exact; each term L_{t-1} uses one draw
+    x_t ~ q(x_t | x_0), so the bound per point is a one-sample Monte Carlo estimate of its
+    expectation over x_t. Since E_q[-log p_theta(x_0)] >= E_q[-log q(x_0)] (cross-entropy >=
+    entropy) and the bound >= -log p_theta(x_0), the bound exceeds the exact NLL *on average*
+    over the data; a single point may fall below it.
+
+    Args:
+        x0: (B, D) points. rng: np.random.Generator for the x_t draws. variance: "fixedlarge" or
+            "fixedsmall" (§3.2). t_chunk, progress: passed to bound_terms.
+    Returns:
+        The bound_terms dict (nats per example: "L_T", "L" (B, T+1), "L_0", "L_sum", "total",
+        "l_simple") plus "nll" (B,), the exact -log q(x_0).
+    """
+    from ddpm_ref.elbo import bound_terms  # imported here: the data modules need only the above
+
+    _check_gmm(gmm)
+    x0 = _check_x("x0", x0, gmm.D)
+    if variance not in ("fixedlarge", "fixedsmall"):
+        raise ValueError(f"variance: expected 'fixedlarge' or 'fixedsmall', got {variance!r}")
+    terms = bound_terms(
+        sched,
+        oracle_model_fn(sched, gmm),
+        x0,
+        rng,
+        variance=variance,
+        decoder="gaussian",
+        t_chunk=t_chunk,
+        progress=progress,
+    )
+    terms["nll"] = exact_nll(gmm, x0)
+    return terms
