@@ -4,8 +4,53 @@ Every equation of the paper is a small named function; every gradient is written
 Read next to the paper: docs/paper_map.md maps each numbered equation to its function.
 """
 
+from ddpm_ref.bound import bound_estimate, bound_terms
+from ddpm_ref.diffusion import (
+    eps_from_x0,
+    mu_from_eps,
+    p_mean_var,
+    predict_x0,
+    q_posterior,
+    q_sample,
+    q_step,
+    x0_from_eps,
+)
+from ddpm_ref.elbo import (
+    bits_per_dim,
+    decoder_nll,
+    discretized_gaussian_log_likelihood,
+    l_simple,
+    normal_kl,
+    prior_kl,
+    vlb_term,
+    vlb_term_and_grad,
+    vlb_weight,
+)
 from ddpm_ref.schedule import Schedule, make_schedule
 
 __version__ = "0.1.0"
 
-__all__ = ["Schedule", "make_schedule", "__version__"]
+__all__ = [
+    "Schedule",
+    "make_schedule",
+    "q_step",
+    "q_sample",
+    "q_posterior",
+    "x0_from_eps",
+    "eps_from_x0",
+    "mu_from_eps",
+    "predict_x0",
+    "p_mean_var",
+    "normal_kl",
+    "discretized_gaussian_log_likelihood",
+    "decoder_nll",
+    "prior_kl",
+    "vlb_term",
+    "vlb_term_and_grad",
+    "vlb_weight",
+    "bound_terms",
+    "bound_estimate",
+    "bits_per_dim",
+    "l_simple",
+    "__version__",
+]
