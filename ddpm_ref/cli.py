@@ -1,0 +1,360 @@
+r"""The ``ddpm-ref`` command: demo | train | sample | evaluate.
+
+Paper: Ho, Jain, Abbeel (2020): ``train`` runs Algorithm 1, ``sample`` Algorithm 2, ``evaluate`` the
+bound of Eq. (5) summed over all T terms; ``demo`` does all three on 2-D data in about a minute.
+
+Bad arguments (unknown data set, T < 1, a missing or corrupt checkpoint, an unwritable output
+folder, ...) print ONE line on stderr and exit with status 2, without a traceback. Every output
+file is written to a temporary name and renamed, so nothing already written is lost half-way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from ddpm_ref.datasets import DATASETS
+
+__all__ = ["main", "build_parser"]
+
+TOY = [name for name, spec in DATASETS.items() if spec.x_shape == (2,)]
+
+
+class CLIError(Exception):
+    """A bad argument found after parsing: reported on one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line instead of usage + message
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _int_at_least(lo):
+    def parse(s):
+        try:
+            v = int(s)
+        except ValueError:
+            v = None
+        if v is None or v < lo:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {lo}, got {s!r}")
+        return v
+
+    return parse
+
+
+def _positive_float(s):
+    try:
+        v = float(s)
+    except ValueError:
+        v = None
+    if v is None or not (v > 0 and np.isfinite(v)):
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {s!r}")
+    return v
+
+
+def _writable_dir(path, flag="--out") -> Path:
+    """Create ``path`` if needed and check that a file can be written there."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        raise CLIError(f"{flag}: cannot write to the folder {str(path)!r}: "
+                       f"{e.strerror or e}") from None
+    return path
+
+
+def _load(path_or_name):
+    from ddpm_ref.checkpoint import load_checkpoint
+
+    try:
+        return load_checkpoint(path_or_name)
+    except ValueError as e:
+        raise CLIError(str(e)) from None
+
+
+def _spec_of(ckpt):
+    if ckpt.dataset not in DATASETS:
+        raise CLIError(f"checkpoint: trained on {ckpt.dataset!r}, which this ddpm_ref does not "
+                       f"know (known: {', '.join(DATASETS)})")
+    return DATASETS[ckpt.dataset]
+
+
+# ---------------------------------------------------------------------------------------------
+# commands
+
+
+def cmd_demo(args) -> int:
+    from ddpm_ref.demo import DemoConfig, run_demo
+
+    out = _writable_dir(args.out)
+    cfg = DemoConfig(dataset=args.dataset, T=args.T, steps=args.steps, n_eval=args.n_eval,
+                     n_samples=args.n_samples, seed=args.seed)
+    log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
+    rep = run_demo(out, cfg, progress=not args.quiet, log=log)
+    b = rep["bound"]
+    print(f"bound (Eq. 5): {b['total']:.4f} nats/point "
+          f"(L_T {b['L_T']:.2e}, sum L_t-1 {b['L_sum']:.4f}, L_0 {b['L_0']:.4f})")
+    if rep["oracle_bound"] is not None:
+        print(f"oracle eps* bound: {rep['oracle_bound']['total']:.4f} nats/point "
+              f"(model - oracle {rep['bound_minus_oracle']:+.4f}); exact -log q(x0): "
+              f"{rep['nll_exact']:.4f}")
+    print(f"MMD^2 samples vs data: {rep['mmd']:.3g} (floor between two data sets: "
+          f"{rep['mmd_floor']:.3g}, ratio {rep['mmd_ratio']:.2f})")
+    print(f"wrote {out}/ in {rep['wall_s']:.0f} s ({rep['steps_per_s']:.0f} training steps/s)")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from ddpm_ref.demo import scaled_schedule, write_json
+    from ddpm_ref.plotting import plot_training_curve
+    from ddpm_ref.train import TrainConfig, state_from_checkpoint, train
+
+    spec = DATASETS[args.dataset]
+    out = _writable_dir(args.out)
+    ckpt_path = out / "checkpoint.npz"
+    history = []
+    if args.resume:  # the checkpoint's own settings, with the new --steps
+        ck = _load(ckpt_path)
+        if ck.dataset != args.dataset:
+            raise CLIError(f"--resume: {ckpt_path} was trained on {ck.dataset!r}, "
+                           f"not {args.dataset!r}")
+        try:
+            cfg = TrainConfig.from_dict({**ck.train_config, "steps": args.steps})
+        except (ValueError, TypeError) as e:
+            raise CLIError(f"checkpoint: {ckpt_path} has an unusable train config: {e}") from None
+        net, sched, state = ck.net, ck.sched, state_from_checkpoint(ck)
+        sched_info = {k: v for k, v in ck.schedule_info.items() if k != "T"}
+        if (out / "history.json").is_file():
+            old = json.loads((out / "history.json").read_text())
+            history = [r for r in old if r.get("step", 0) <= ck.step]
+    else:
+        if ckpt_path.exists():
+            raise CLIError(f"--out: {ckpt_path} exists; pass --resume to continue it, or "
+                           f"choose another --out")
+        variance = args.variance or (
+            "learned_range" if args.objective == "hybrid" else "fixedlarge")
+        try:
+            cfg = TrainConfig(steps=args.steps, batch=args.batch, lr=args.lr,
+                              warmup=args.warmup, ema_decay=args.ema_decay,
+                              objective=args.objective, mean_type=args.mean_type,
+                              variance=variance, decoder=spec.decoder,
+                              log_every=args.log_every, ckpt_every=args.ckpt_every,
+                              seed=args.seed)
+            sched, sched_info = scaled_schedule(args.schedule, args.T)
+        except ValueError as e:
+            raise CLIError(str(e)) from None
+        net = spec.make_net(2 if variance == "learned_range" else 1)
+        state = None
+    rng = np.random.default_rng(cfg.seed)
+    data = spec.train_data(np.random.default_rng([cfg.seed, 1]))
+    if not args.quiet:
+        print(f"training {type(net).__name__} ({net.n_params()} parameters) on {args.dataset} "
+              f"({len(data)} examples), T = {sched.T}, {cfg.objective} objective", file=sys.stderr)
+    meta = dict(dataset=args.dataset, image_size=spec.image_size,
+                schedule_info=sched_info)
+    state, new = train(net, sched, data, cfg, rng=rng, state=state, ckpt_path=ckpt_path,
+                       ckpt_meta=meta, progress=not args.quiet)
+    history += new
+    write_json(out / "history.json", history)
+    if history:
+        plot_training_curve(history, out / "training.png")
+    print(f"wrote {ckpt_path} (step {state.step})")
+    return 0
+
+
+def cmd_sample(args) -> int:
+    from ddpm_ref.demo import save_npy
+    from ddpm_ref.sampling import sample
+    from ddpm_ref.train import make_model_fn
+
+    ck = _load(args.checkpoint)
+    spec = _spec_of(ck)
+    out = Path(args.out)
+    if out.suffix not in (".npy", ".png"):
+        out = out.with_name(out.name + ".npy")
+    _writable_dir(out.parent, "--out")
+    sched = ck.sched
+    if args.steps is not None:
+        if args.steps > sched.T:
+            raise CLIError(f"--steps: expected at most T = {sched.T} steps, got {args.steps}")
+        sched = sched.respace(args.steps)
+    tc = ck.train_config
+    model_fn = make_model_fn(ck.net, ck.params if args.no_ema else ck.ema)
+    x = sample(sched, model_fn, (args.n, *spec.x_shape), np.random.default_rng(args.seed),
+               mean_type=tc.get("mean_type", "eps"), variance=tc.get("variance", "fixedlarge"),
+               clip_x0=spec.image_size > 0, progress=not args.quiet)
+    if spec.image_size:
+        from ddpm_ref.data.mnist import from_model
+
+        x = from_model(x)  # uint8 (N, H, W)
+    if out.suffix == ".png":
+        from ddpm_ref import plotting
+
+        if spec.image_size:
+            plotting.plot_image_grid(x, out, nrow=int(np.ceil(np.sqrt(args.n))))
+        else:
+            plotting.plot_samples(spec.test_data(args.n, np.random.default_rng(0)), x, out)
+    else:
+        save_npy(out, x)
+    print(f"wrote {out} ({args.n} samples, {sched.T} steps)")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from ddpm_ref.evaluate import bound_report
+    from ddpm_ref.train import make_model_fn
+
+    ck = _load(args.checkpoint)
+    spec = _spec_of(ck)
+    tc = ck.train_config
+    n = args.n or (1000 if not spec.image_size else 100)
+    x0 = spec.test_data(n, np.random.default_rng([args.seed, 2]))
+    model_fn = make_model_fn(ck.net, ck.params if args.no_ema else ck.ema)
+    rep = bound_report(ck.sched, model_fn, x0, np.random.default_rng(args.seed),
+                       variance=tc.get("variance", "fixedlarge"), decoder=spec.decoder,
+                       mean_type=tc.get("mean_type", "eps"), progress=not args.quiet)
+    per_t = {k: rep.pop(k) for k in ("per_t_L", "per_t_eps_mse")}
+    rep = {"checkpoint": ck.path, "dataset": ck.dataset, "step": ck.step, "n": len(x0),
+           "T": ck.sched.T, "units": "nats per example", **rep}
+    if args.per_t:
+        rep.update({k: [None if np.isnan(v) else float(v) for v in a] for k, a in per_t.items()})
+    print(json.dumps(rep, indent=2))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="ddpm-ref", description=(
+        "Denoising diffusion probabilistic models (Ho, Jain, Abbeel 2020) in pure NumPy. "
+        "Start with `ddpm-ref demo`: it trains a small model on 2-D data in about a minute and "
+        "writes pictures and numbers to runs/demo/."))
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    d = sub.add_parser("demo", help="train, sample and evaluate on 2-D data (about a minute)",
+                       description="Train an MLP on a 2-D data set (default gmm, a Gaussian "
+                       "mixture whose optimal denoiser is known exactly), sample it with "
+                       "Algorithm 2, and compare its variational bound with the oracle's. Writes "
+                       "samples.npy, report.json, checkpoint.npz and PNG figures to --out.")
+    d.add_argument("--out", default="runs/demo", help="output folder (default: %(default)s)")
+    d.add_argument("--dataset", choices=TOY, default="gmm", help="2-D data set (default: gmm)")
+    d.add_argument("--steps", type=_int_at_least(1), default=None,
+                   help="training steps (default: the demo's)")
+    d.add_argument("--T", type=_int_at_least(1), default=None,
+                   help="diffusion steps (default: 1000)")
+    d.add_argument("--n-samples", type=_int_at_least(2), default=None,
+                   help="samples to draw (default: 2000)")
+    d.add_argument("--n-eval", type=_int_at_least(1), default=None,
+                   help="held-out points for the bound (default: 1000)")
+    d.add_argument("--seed", type=_int_at_least(0), default=0, help="random seed (default: 0)")
+    d.add_argument("--quiet", action="store_true", help="no progress bars")
+    d.set_defaults(func=cmd_demo)
+
+    t = sub.add_parser("train", help="train a model with Algorithm 1",
+                       description="Train an eps-network with Algorithm 1 and write "
+                       "checkpoint.npz, history.json and training.png to --out.")
+    t.add_argument("--dataset", choices=list(DATASETS), required=True,
+                   help="2-D point sets (gmm, moons, ...) train an MLP; mnist (28x28 digits) "
+                   "and mnist14 (14x14) a U-Net")
+    t.add_argument("--out", default=None, help="output folder (default: runs/DATASET)")
+    t.add_argument("--steps", type=_int_at_least(1), default=5000, help="total training steps")
+    t.add_argument("--batch", type=_int_at_least(1), default=256, help="batch size")
+    t.add_argument("--lr", type=_positive_float, default=1e-3, help="Adam learning rate")
+    t.add_argument("--warmup", type=_int_at_least(0), default=100, help="warm-up steps")
+    t.add_argument("--ema-decay", type=float, default=0.999, help="EMA decay of the weights")
+    t.add_argument("--T", type=_int_at_least(1), default=1000,
+                   help="diffusion steps (default: 1000, the paper's; betas are scaled by "
+                   "1000/T so that x_T stays close to N(0, I))")
+    t.add_argument("--schedule", choices=["linear", "cosine", "quadratic", "sigmoid"],
+                   default="linear", help="beta schedule (default: linear, the paper's)")
+    t.add_argument("--objective", choices=["simple", "vlb", "hybrid"], default="simple",
+                   help="simple: L_simple (Eq. 14, the paper's); vlb: the true bound (Eq. 5); "
+                   "hybrid: L_simple + 0.001 L_vlb with learned variances (Nichol & Dhariwal)")
+    t.add_argument("--mean-type", choices=["eps", "x0", "mu"], default="eps",
+                   help="what the network predicts (default: eps, Eq. 11)")
+    t.add_argument("--variance", choices=["fixedlarge", "fixedsmall", "learned_range"],
+                   default=None, help="reverse variance: fixedlarge (beta_t), fixedsmall "
+                   "(beta_tilde_t), learned_range (hybrid only; its default)")
+    t.add_argument("--log-every", type=_int_at_least(1), default=100, help="steps per log record")
+    t.add_argument("--ckpt-every", type=_int_at_least(0), default=1000,
+                   help="steps between checkpoints (0: only at the end)")
+    t.add_argument("--resume", action="store_true",
+                   help="continue OUT/checkpoint.npz up to --steps with its own settings "
+                   "(bit for bit as if never interrupted)")
+    t.add_argument("--seed", type=_int_at_least(0), default=0, help="random seed")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("sample", help="draw samples with Algorithm 2",
+                       description="Sample a trained model. FILE.npy gets the raw samples "
+                       "(uint8 (N, H, W) images, or float (N, 2) points); FILE.png a picture.")
+    s.add_argument("--checkpoint", required=True, help="checkpoint file, or a shipped name")
+    s.add_argument("--n", type=_int_at_least(1), default=64, help="number of samples")
+    s.add_argument("--out", required=True, help="output FILE.npy or FILE.png")
+    s.add_argument("--steps", type=_int_at_least(1), default=None,
+                   help="sampling steps (default: all T; fewer uses a respaced schedule)")
+    s.add_argument("--no-ema", action="store_true", help="use the raw weights, not the EMA")
+    s.add_argument("--seed", type=_int_at_least(0), default=0, help="random seed")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=cmd_sample)
+
+    e = sub.add_parser("evaluate", help="print the variational bound (Eq. 5) as JSON",
+                       description="Sum all T terms of the bound on held-out data and print "
+                       "L_T, sum L_t-1, L_0, total (nats per example; bits/dim for images).")
+    e.add_argument("--checkpoint", required=True, help="checkpoint file, or a shipped name")
+    e.add_argument("--n", type=_int_at_least(1), default=None,
+                   help="held-out examples (default: 1000 points or 100 images)")
+    e.add_argument("--per-t", action="store_true", help="include the per-t arrays")
+    e.add_argument("--no-ema", action="store_true", help="use the raw weights, not the EMA")
+    e.add_argument("--seed", type=_int_at_least(0), default=0, help="random seed")
+    e.add_argument("--quiet", action="store_true", help="no progress bar")
+    e.set_defaults(func=cmd_evaluate)
+    return p
+
+
+def main(argv=None) -> int:
+    """Run the command line; returns the exit status (0 ok, 1 training diverged, 2 bad input)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help (0) or a bad argument (2, already reported)
+        return int(e.code or 0)
+    if args.command is None:
+        print("ddpm-ref: error: choose a command: demo, train, sample or evaluate "
+              "(see ddpm-ref --help)", file=sys.stderr)
+        return 2
+    if args.command == "train" and args.out is None:
+        args.out = f"runs/{args.dataset}"
+    if args.command == "demo":
+        from ddpm_ref.demo import DemoConfig
+
+        defaults = DemoConfig()
+        for name in ("steps", "T", "n_samples", "n_eval"):
+            if getattr(args, name) is None:
+                setattr(args, name, getattr(defaults, name))
+    from ddpm_ref.train import NonFiniteLossError
+
+    try:
+        return args.func(args)
+    except CLIError as e:
+        print(f"ddpm-ref {args.command}: error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+    except NonFiniteLossError as e:
+        print(f"ddpm-ref {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"ddpm-ref {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+r"""The data sets the command line knows: name -> arrays, shape, decoder and a default network.
+
+Paper: Ho, Jain, Abbeel (2020), §3.3 (images scaled to [-1, 1] for the discretized decoder of
+Eq. 13; continuous data gets a Gaussian decoder) and §4 (the ε-network). 2-D toy sets get an MLP,
+images a U-Net.
+
+The table is extensible: ``register_dataset(DatasetSpec(...))`` adds a name for ``ddpm-ref train``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+__all__ = ["DatasetSpec", "DATASETS", "register_dataset", "get_dataset", "toy_net_config"]
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """One entry of the table.
+
+    Attributes:
+        name: the CLI name.
+        train_data: train_data(rng) -> (N, ...) float array in model scale.
+        test_data: test_data(n, rng) -> (n, ...) held-out data (fresh draws for toy sets).
+        x_shape: per-example shape.
+        decoder: L_0 of the bound: "gaussian" (continuous points) or "discretized" (Eq. 13).
+        make_net: make_net(out_mult) -> a network with the forward/backward contract
+            (out_mult = 2 for learned variances).
+        image_size: image side (0 for points).
+    """
+
+    name: str
+    train_data: Callable
+    test_data: Callable
+    x_shape: tuple
+    decoder: str
+    make_net: Callable
+    image_size: int = 0
+
+
+DATASETS: dict[str, DatasetSpec] = {}
+
+
+def register_dataset(spec: DatasetSpec) -> None:
+    """Add (or replace) a data set in the table."""
+    DATASETS[spec.name] = spec
+
+
+def get_dataset(name: str) -> DatasetSpec:
+    """The spec of ``name``; ValueError listing the known names otherwise."""
+    if name not in DATASETS:
+        raise ValueError(f"dataset: expected one of {', '.join(DATASETS)}, got {name!r}")
+    return DATASETS[name]
+
+
+def toy_net_config(out_mult: int = 1) -> dict:
+    """The MLP used for 2-D data: 3 hidden layers of 128 (SiLU), Fourier features of x."""
+    return dict(x_dim=2, hidden=128, depth=3, t_dim=32, fourier_freqs=8, fourier_max_freq=8.0,
+                out_mult=out_mult)
+
+
+def _toy(name: str, n_train: int = 50_000) -> DatasetSpec:
+    from ddpm_ref.data import toy2d
+
+    def make_net(out_mult=1):
+        from ddpm_ref.nn.mlp import MLP
+
+        return MLP(**toy_net_config(out_mult))
+
+    return DatasetSpec(
+        name=name,
+        train_data=lambda rng: toy2d.sample(name, n_train, rng),
+        test_data=lambda n, rng: toy2d.sample(name, n, rng),
+        x_shape=(2,),
+        decoder="gaussian",
+        make_net=make_net,
+    )
+
+
+def _mnist(size: int) -> DatasetSpec:
+    def load(split):
+        from ddpm_ref.data import mnist
+
+        images, _ = mnist.load_digits(split, size)  # uint8 (N, size, size)
+        return mnist.to_model(images)  # (N, 1, size, size) float32 in [-1, 1]
+
+    def test_data(n, rng):
+        x = load("test")
+        return x if n >= len(x) else x[np.sort(rng.choice(len(x), n, replace=False))]
+
+    def make_net(out_mult=1):
+        from ddpm_ref.nn.unet import UNet, reference_unet_config
+
+        # BENCHMARKS.md's reference U-Net (channels 32/64/64); at 14x14 two levels (14 -> 7)
+        cfg = {**reference_unet_config(), "image_shape": (1, size, size), "out_mult": out_mult}
+        if size == 14:
+            cfg["ch_mult"] = (1, 2)
+        return UNet(**cfg)
+
+    return DatasetSpec(
+        name="mnist" if size == 28 else f"mnist{size}",
+        train_data=lambda rng: load("train"),
+        test_data=test_data,
+        x_shape=(1, size, size),
+        decoder="discretized",
+        make_net=make_net,
+        image_size=size,
+    )
+
+
+for _name in ("gmm", "moons", "swissroll", "8gaussians", "checkerboard", "circles"):
+    register_dataset(_toy(_name))
+register_dataset(_mnist(28))
+register_dataset(_mnist(14))

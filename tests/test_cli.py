@@ -1,0 +1,146 @@
+"""Tests for the ddpm-ref command line: one-line errors with status 2, every command's outputs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from ddpm_ref.cli import main
+
+FAST = ["--T", "20", "--quiet"]
+
+
+def _run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _assert_one_line_error(code, err, *words):
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "Traceback" not in err and "error:" in lines[0]
+    for w in words:
+        assert w in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny model trained through the CLI (shared by the sample/evaluate tests)."""
+    out = tmp_path_factory.mktemp("run")
+    code = main(["train", "--dataset", "moons", "--steps", "30", "--batch", "16",
+                 "--log-every", "10", "--out", str(out), *FAST])
+    assert code == 0
+    return out
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["train", "--dataset", "nosuchdata"], ["--dataset", "invalid choice", "'nosuchdata'"]),
+    (["train", "--dataset", "gmm", "--T", "0"], ["--T", "expected an integer >= 1, got '0'"]),
+    (["train", "--dataset", "gmm", "--batch", "0"], ["--batch", "expected an integer >= 1"]),
+    (["train", "--dataset", "gmm", "--steps", "ten"], ["--steps", "got 'ten'"]),
+    (["train", "--dataset", "gmm", "--lr", "-1"], ["--lr", "expected a number > 0"]),
+    (["train", "--dataset", "gmm", "--objective", "nope"], ["--objective", "invalid choice"]),
+    (["demo", "--dataset", "mnist"], ["--dataset", "invalid choice"]),
+    (["demo", "--T", "0"], ["--T"]),
+    (["sample", "--out", "x.npy"], ["--checkpoint", "required"]),
+    ([], ["choose a command"]),
+])
+def test_bad_arguments_give_one_line_and_status_2(capsys, argv, words):
+    code, _, err = _run(capsys, *argv)
+    _assert_one_line_error(code, err, *words)
+
+
+def test_help_exits_0(capsys):
+    code, out, _ = _run(capsys, "train", "--help")
+    assert code == 0 and "--dataset" in out and "Algorithm 1" in out
+
+
+def test_missing_and_corrupt_checkpoints(capsys, tmp_path):
+    code, _, err = _run(capsys, "sample", "--checkpoint", tmp_path / "none.npz", "--out",
+                        tmp_path / "s.npy")
+    _assert_one_line_error(code, err, "file not found")
+    code, _, err = _run(capsys, "evaluate", "--checkpoint", "nosuchname")
+    _assert_one_line_error(code, err, "shipped")
+    (tmp_path / "bad.npz").write_bytes(b"PK\x03\x04 not really a zip")
+    code, _, err = _run(capsys, "evaluate", "--checkpoint", tmp_path / "bad.npz")
+    _assert_one_line_error(code, err, "corrupt or truncated")
+
+
+def test_unwritable_output_folder(capsys, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("in the way")
+    code, _, err = _run(capsys, "demo", "--out", blocker / "sub", *FAST)
+    _assert_one_line_error(code, err, "--out", "cannot write")
+    code, _, err = _run(capsys, "train", "--dataset", "gmm", "--out", blocker, *FAST)
+    _assert_one_line_error(code, err, "--out")
+
+
+def test_bad_combination_is_one_line(capsys, tmp_path):
+    code, _, err = _run(capsys, "train", "--dataset", "gmm", "--objective", "hybrid",
+                        "--variance", "fixedlarge", "--out", tmp_path, *FAST)
+    _assert_one_line_error(code, err, "variance: expected one of ('learned_range',)")
+
+
+def test_train_refuses_to_overwrite_and_resumes(capsys, tmp_path, trained):
+    code, _, err = _run(capsys, "train", "--dataset", "moons", "--out", trained, *FAST)
+    _assert_one_line_error(code, err, "exists", "--resume")
+    out = tmp_path / "copy"
+    out.mkdir()
+    for name in ("checkpoint.npz", "history.json"):
+        (out / name).write_bytes((trained / name).read_bytes())
+    code, stdout, _ = _run(capsys, "train", "--dataset", "moons", "--steps", "40", "--resume",
+                           "--out", out, "--quiet")
+    assert code == 0 and "step 40" in stdout
+    hist = json.loads((out / "history.json").read_text())
+    assert [r["step"] for r in hist] == [10, 20, 30, 40]
+
+
+def test_sample_writes_npy_and_png(capsys, tmp_path, trained):
+    ck = trained / "checkpoint.npz"
+    code, _, _ = _run(capsys, "sample", "--checkpoint", ck, "--n", 7, "--out", tmp_path / "s",
+                      "--quiet")
+    x = np.load(tmp_path / "s.npy")
+    assert code == 0 and x.shape == (7, 2) and x.dtype == np.float64
+    code, _, _ = _run(capsys, "sample", "--checkpoint", ck, "--n", 7, "--steps", 5, "--out",
+                      tmp_path / "s.png", "--quiet")
+    assert code == 0 and (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
+    code, _, err = _run(capsys, "sample", "--checkpoint", ck, "--steps", 21, "--out",
+                        tmp_path / "t.npy", "--quiet")
+    _assert_one_line_error(code, err, "--steps", "at most T = 20")
+
+
+def test_evaluate_prints_the_bound_as_json(capsys, trained):
+    code, out, _ = _run(capsys, "evaluate", "--checkpoint", trained / "checkpoint.npz", "--n",
+                        20, "--per-t", "--quiet")
+    rep = json.loads(out)
+    assert code == 0 and rep["dataset"] == "moons" and rep["n"] == 20
+    assert rep["total"] == pytest.approx(rep["L_T"] + rep["L_sum"] + rep["L_0"], rel=1e-12)
+    assert len(rep["per_t_L"]) == 21 and rep["per_t_L"][0] is None
+
+
+def test_demo_fast_writes_every_file(capsys, tmp_path):
+    code, out, _ = _run(capsys, "demo", "--out", tmp_path, "--steps", 50, "--n-eval", 20,
+                        "--n-samples", 40, *FAST)
+    assert code == 0 and "bound (Eq. 5)" in out
+    for name in ("samples.npy", "report.json", "checkpoint.npz", "samples.png", "forward.png",
+                 "trajectory.png", "per_t.png", "training.png"):
+        assert (tmp_path / name).is_file(), name
+    assert np.load(tmp_path / "samples.npy").shape == (40, 2)
+    rep = json.loads((tmp_path / "report.json").read_text())
+    for k in ("dataset", "steps", "wall_s", "bound", "oracle_bound", "nll_exact", "l_simple",
+              "mmd", "mmd_floor", "steps_per_s"):
+        assert k in rep, k
+    assert set(rep["bound"]) == set(rep["oracle_bound"]) == {"L_T", "L_sum", "L_0", "total"}
+    assert rep["dataset"] == "gmm" and rep["steps"] == 50
+
+
+def test_python_dash_m_runs_the_cli():
+    res = subprocess.run([sys.executable, "-m", "ddpm_ref", "--help"], capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode == 0 and "demo" in res.stdout
