@@ -36,7 +36,7 @@ class DemoConfig:
 
     dataset: str = "gmm"  # a 2-D data set of ddpm_ref.datasets
     T: int = 1000  # diffusion steps (the paper's T): linear betas 1e-4 .. 0.02 times 1000 / T
-    steps: int = 8000  # training steps (Algorithm 1)
+    steps: int = 4000  # training steps (Algorithm 1)
     batch: int = 256  # training batch
     lr: float = 2e-3  # Adam learning rate after warm-up
     warmup: int = 200  # warm-up steps

@@ -144,3 +144,10 @@ def test_python_dash_m_runs_the_cli():
     res = subprocess.run([sys.executable, "-m", "ddpm_ref", "--help"], capture_output=True,
                          text=True, timeout=120)
     assert res.returncode == 0 and "demo" in res.stdout
+
+
+def test_diverging_training_stops_with_one_line_and_status_1(capsys, tmp_path):
+    code, _, err = _run(capsys, "train", "--dataset", "gmm", "--lr", "1e30", "--warmup", "0",
+                        "--steps", "20", "--batch", "8", "--out", tmp_path, *FAST)
+    lines = err.strip().splitlines()
+    assert code == 1 and len(lines) == 1 and "training stopped at step" in lines[0]
