@@ -102,8 +102,8 @@ class NonFiniteLossError(RuntimeError):
         kept = (f"; last good checkpoint kept: {ckpt_path} (step {ckpt_step})"
                 if ckpt_path is not None and ckpt_step is not None else "")
         super().__init__(
-            f"training stopped at step {step}: the {what} is {value} (try a smaller lr or "
-            f"check the data for NaN/inf){kept}"
+            f"training stopped at step {step}: the {what} is {value} (try a smaller learning "
+            f"rate){kept}"
         )
 
 

@@ -123,7 +123,7 @@ def test_nan_stops_training_and_keeps_last_good_checkpoint(tmp_path):
 
 
 def test_huge_learning_rate_stops_with_a_clear_error():
-    with pytest.raises(NonFiniteLossError, match="try a smaller lr") as info:
+    with pytest.raises(NonFiniteLossError, match="try a smaller learning rate") as info:
         train(_net(), SCHED, _data(), _cfg(lr=1e30, warmup=0), rng=np.random.default_rng(0))
     assert all(np.all(np.isfinite(v)) for v in info.value.state.params.values())
 
