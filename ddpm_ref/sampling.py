@@ -83,7 +83,7 @@ def _mean_part(out, xt, variance):
 def _progress(iterable, progress: bool, desc: str):
     if not progress:
         return iterable
-    from tqdm.auto import tqdm  # imported lazily: only when asked for
+    from tqdm import tqdm  # imported lazily, only when asked for (plain bar: no widget warning)
 
     return tqdm(iterable, desc=desc)
 

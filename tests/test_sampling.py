@@ -242,3 +242,26 @@ def test_learned_range_output_is_accepted():
 def test_bad_arguments(call, match):
     with pytest.raises(ValueError, match=match):
         call(gaussian_oracle(SCHED), np.random.default_rng(0))
+
+
+def test_ddim_trace_and_progress_change_nothing():
+    sched = make_schedule("linear", 12, beta_end=0.2)
+    model_fn = lambda xt, t: np.tanh(xt)
+    plain = sampling.ddim_sample(sched, model_fn, (3, 2), np.random.default_rng(15), eta=0.5)
+    x, tr = sampling.ddim_sample(
+        sched,
+        model_fn,
+        (3, 2),
+        np.random.default_rng(15),
+        eta=0.5,
+        trace_steps=range(13),
+        progress=True,
+    )
+    np.testing.assert_array_equal(x, plain)
+    np.testing.assert_array_equal(tr["t"], np.arange(12, -1, -1))
+    assert tr["xt"].shape == (13, 3, 2)
+    np.testing.assert_array_equal(tr["x0_pred"][-1], x)
+    y = sampling.sample(sched, model_fn, (3, 2), np.random.default_rng(16), progress=True)
+    np.testing.assert_array_equal(
+        y, sampling.sample(sched, model_fn, (3, 2), np.random.default_rng(16))
+    )
