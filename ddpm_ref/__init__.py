@@ -26,6 +26,7 @@ from ddpm_ref.elbo import (
     vlb_term_and_grad,
     vlb_weight,
 )
+from ddpm_ref.sampling import ddim_sample, interpolate, sample, sample_from
 from ddpm_ref.schedule import Schedule, make_schedule
 
 __version__ = "0.1.0"
@@ -52,5 +53,9 @@ __all__ = [
     "bound_estimate",
     "bits_per_dim",
     "l_simple",
+    "sample",
+    "sample_from",
+    "ddim_sample",
+    "interpolate",
     "__version__",
 ]
