@@ -14,15 +14,27 @@ from __future__ import annotations
 import numpy as np
 
 
-def rel_error(a, b):
-    """Worst elementwise relative error max |a - b| / max(1e-8, |a| + |b|) (CS231n style)."""
+def rel_error(a, b, normwise=False):
+    """Relative error between two arrays of the same shape.
+
+    Elementwise (default, CS231n style): max_i |a_i - b_i| / max(1e-8, |a_i| + |b_i|). Strict:
+    a coordinate whose true gradient is tiny (at the level of the finite-difference noise, about
+    1e-10 times the scale of the loss) shows a large error although nothing is wrong.
+
+    Normwise (``normwise=True``): max_i |a_i - b_i| / max(1e-8, max_i |a_i| + max_i |b_i|), the
+    error relative to the array's scale; use it for gradients with exact or near zeros (a bias
+    the softmax is invariant to, a 1-channel GroupNorm group, coordinates sampled from big nets).
+    """
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
     if a.shape != b.shape:
         raise ValueError(f"b: expected shape {a.shape} (that of a), got {b.shape}")
     if a.size == 0:
         return 0.0
-    return float(np.max(np.abs(a - b) / np.maximum(1e-8, np.abs(a) + np.abs(b))))
+    diff = np.abs(a - b)
+    if normwise:
+        return float(diff.max() / max(1e-8, np.abs(a).max() + np.abs(b).max()))
+    return float(np.max(diff / np.maximum(1e-8, np.abs(a) + np.abs(b))))
 
 
 def _check_float64(name, x):
@@ -72,7 +84,7 @@ def _pick_coords(size, n_coords, rng):
     return rng.choice(size, size=n_coords, replace=False)
 
 
-def grad_check(f, params, grads, keys=None, n_coords=None, rng=None, h=1e-5):
+def grad_check(f, params, grads, keys=None, n_coords=None, rng=None, h=1e-5, normwise=False):
     """Compare analytic gradients with centred differences, parameter by parameter.
 
     Args:
@@ -83,6 +95,7 @@ def grad_check(f, params, grads, keys=None, n_coords=None, rng=None, h=1e-5):
         n_coords: check at most this many coordinates per key (default: all).
         rng: np.random.Generator choosing the coordinates; None -> evenly spaced ones.
         h: finite-difference step.
+        normwise: passed to :func:`rel_error`.
     Returns:
         dict name -> worst relative error (:func:`rel_error`) over the checked coordinates.
     """
@@ -97,11 +110,13 @@ def grad_check(f, params, grads, keys=None, n_coords=None, rng=None, h=1e-5):
             raise ValueError(f"grads[{k!r}]: expected shape {p.shape}, got {g.shape}")
         idx = _pick_coords(p.size, n_coords, rng)
         num = numerical_grad(lambda _: f(params), p, h=h, idx=idx)
-        errors[k] = rel_error(g.reshape(-1)[idx], num)
+        errors[k] = rel_error(g.reshape(-1)[idx], num, normwise=normwise)
     return errors
 
 
-def check_layer(forward, backward, args, wrt=None, rng=None, h=1e-5, n_coords=None, **kwargs):
+def check_layer(
+    forward, backward, args, wrt=None, rng=None, h=1e-5, n_coords=None, normwise=False, **kwargs
+):
     """Gradient-check a layer pair ``forward(*args, **kwargs) -> (out, cache)``, ``backward``.
 
     The scalar is L = sum(out * g) for a fixed random g (so every output coordinate matters);
@@ -113,6 +128,8 @@ def check_layer(forward, backward, args, wrt=None, rng=None, h=1e-5, n_coords=No
         wrt: indices into args that backward returns gradients for (default: all of them).
         rng: np.random.Generator for g (and coordinates when n_coords is set); default seed 0.
         n_coords: at most this many coordinates per argument.
+        normwise: passed to :func:`rel_error`.
+        kwargs: keyword arguments of forward (stride=2, ...).
     Returns:
         list of worst relative errors, one per index in ``wrt``.
     """
@@ -129,5 +146,7 @@ def check_layer(forward, backward, args, wrt=None, rng=None, h=1e-5, n_coords=No
     loss = lambda: float(np.sum(forward(*args, **kwargs)[0] * g))
     params = {str(i): args[i] for i in wrt}
     named = {str(i): gi for i, gi in zip(wrt, grads, strict=True)}
-    errs = grad_check(lambda _: loss(), params, named, n_coords=n_coords, rng=rng, h=h)
+    errs = grad_check(
+        lambda _: loss(), params, named, n_coords=n_coords, rng=rng, h=h, normwise=normwise
+    )
     return [errs[str(i)] for i in wrt]

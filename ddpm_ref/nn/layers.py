@@ -293,3 +293,37 @@ def dropout_backward(dout, cache):
         return dout
     check_array("dout", dout, shape=mask.shape)
     return dout * mask
+
+
+# ----------------------------------------------------------------------------------------------
+# Layers defined in their own modules, re-exported so every layer imports from here
+
+from ddpm_ref.nn.attention import attention_backward, attention_forward  # noqa: E402
+from ddpm_ref.nn.conv import conv2d_backward, conv2d_forward  # noqa: E402
+from ddpm_ref.nn.norm import groupnorm_backward, groupnorm_forward  # noqa: E402
+
+__all__ = [
+    "linear_forward",
+    "linear_backward",
+    "silu_forward",
+    "silu_backward",
+    "gelu_forward",
+    "gelu_backward",
+    "timestep_embedding",
+    "fourier_features_forward",
+    "fourier_features_backward",
+    "add_forward",
+    "add_backward",
+    "concat_forward",
+    "concat_backward",
+    "upsample2x_forward",
+    "upsample2x_backward",
+    "dropout_forward",
+    "dropout_backward",
+    "conv2d_forward",
+    "conv2d_backward",
+    "groupnorm_forward",
+    "groupnorm_backward",
+    "attention_forward",
+    "attention_backward",
+]

@@ -1,0 +1,286 @@
+r"""Every Numba kernel of ddpm_ref, each next to the plain-NumPy twin the tests hold it to.
+
+The layers call the dispatchers at the bottom (``im2col``, ``col2im``, ...), which run the Numba
+kernel or its NumPy twin depending on one module-level switch: :func:`use_numba`, initialised from
+the environment (``DDPM_REF_NUMPY=1`` selects the twins). Twins agree with kernels to rounding
+(relative error < 1e-10 in float64); the kernels exist only for speed.
+
+Rules for kernels (STYLE.md): nopython, ``cache=True``, ``fastmath=False``, no globals, ``prange``
+only over an axis whose iterations write disjoint outputs (here always the image axis n). Kernels
+compile lazily, once per dtype (float32 for training, float64 for checks).
+
+Convolution layout ("column" layout of Caffe's im2col, with the image axis inside): for a chunk of m
+images, ``cols`` has shape (C k k, m, Ho Wo) and row r = (c k + di) k + dj holds the input plane c
+shifted by (di, dj): cols[r, n, i Wo + j] = x_pad[n, c, i s + di, j s + dj]. A convolution is then
+one BLAS matmul w.reshape(F, C k k) @ cols.reshape(C k k, m Ho Wo).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from numba import njit, prange
+
+_state = {"numba": os.environ.get("DDPM_REF_NUMPY", "0") != "1"}
+
+
+def use_numba(flag: bool) -> None:
+    """Select the Numba kernels (True, the default) or their NumPy twins (False)."""
+    _state["numba"] = bool(flag)
+
+
+def numba_enabled() -> bool:
+    """True when the layers run the Numba kernels, False when they run the NumPy twins."""
+    return _state["numba"]
+
+
+def _valid_range(n_out, n_in, stride, offset):
+    """Output indices j in [j0, j1) whose input index j stride + offset lies in [0, n_in)."""
+    j0 = 0 if offset >= 0 else (-offset + stride - 1) // stride
+    j1 = (n_in - 1 - offset) // stride + 1 if n_in - 1 - offset >= 0 else 0
+    return j0, max(j0, min(n_out, j1))
+
+
+_valid_range_nb = njit(cache=True)(_valid_range)
+
+
+# ----------------------------------------------------------------------------------------------
+# im2col: x (m, C, H, W) -> cols (C k k, m, Ho Wo)
+
+
+@njit(parallel=True, cache=True)
+def im2col_numba(x, k, stride, pad, cols):
+    m, C, H, W = x.shape
+    Ho = (H + 2 * pad - k) // stride + 1
+    Wo = (W + 2 * pad - k) // stride + 1
+    for n in prange(m):
+        for c in range(C):
+            for di in range(k):
+                i0, i1 = _valid_range_nb(Ho, H, stride, di - pad)
+                for dj in range(k):
+                    j0, j1 = _valid_range_nb(Wo, W, stride, dj - pad)
+                    row = cols[(c * k + di) * k + dj, n]  # (Ho Wo,)
+                    row[: i0 * Wo] = 0
+                    row[i1 * Wo :] = 0
+                    for i in range(i0, i1):
+                        hi = i * stride + di - pad
+                        base = i * Wo
+                        row[base : base + j0] = 0
+                        row[base + j1 : base + Wo] = 0
+                        for j in range(j0, j1):
+                            row[base + j] = x[n, c, hi, j * stride + dj - pad]
+
+
+def im2col_numpy(x, k, stride, pad, cols):
+    """NumPy twin of :func:`im2col_numba` (same arguments, fills ``cols`` in place)."""
+    m, C, H, W = x.shape
+    Ho = (H + 2 * pad - k) // stride + 1
+    Wo = (W + 2 * pad - k) // stride + 1
+    xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))  # (m, C, H+2p, W+2p)
+    c6 = cols.reshape(C, k, k, m, Ho, Wo)
+    for di in range(k):
+        for dj in range(k):
+            patch = xp[:, :, di : di + stride * Ho : stride, dj : dj + stride * Wo : stride]
+            c6[:, di, dj] = patch.transpose(1, 0, 2, 3)  # (C, m, Ho, Wo)
+
+
+# ----------------------------------------------------------------------------------------------
+# col2im: the adjoint of im2col, dcols (C k k, m, Ho Wo) -> dx (m, C, H, W), overlaps summed
+
+
+@njit(parallel=True, cache=True)
+def col2im_numba(dcols, k, stride, pad, dx):
+    m, C, H, W = dx.shape
+    Ho = (H + 2 * pad - k) // stride + 1
+    Wo = (W + 2 * pad - k) // stride + 1
+    for n in prange(m):
+        dx[n] = 0
+        for c in range(C):
+            for di in range(k):
+                i0, i1 = _valid_range_nb(Ho, H, stride, di - pad)
+                for dj in range(k):
+                    j0, j1 = _valid_range_nb(Wo, W, stride, dj - pad)
+                    row = dcols[(c * k + di) * k + dj, n]  # (Ho Wo,)
+                    for i in range(i0, i1):
+                        hi = i * stride + di - pad
+                        base = i * Wo
+                        for j in range(j0, j1):
+                            dx[n, c, hi, j * stride + dj - pad] += row[base + j]
+
+
+def col2im_numpy(dcols, k, stride, pad, dx):
+    """NumPy twin of :func:`col2im_numba` (fills ``dx`` in place)."""
+    m, C, H, W = dx.shape
+    Ho = (H + 2 * pad - k) // stride + 1
+    Wo = (W + 2 * pad - k) // stride + 1
+    dxp = np.zeros((m, C, H + 2 * pad, W + 2 * pad), dtype=dx.dtype)  # (m, C, H+2p, W+2p)
+    c6 = dcols.reshape(C, k, k, m, Ho, Wo)
+    for di in range(k):
+        for dj in range(k):
+            # each (di, dj) tap scatters its plane back where im2col read it from
+            dxp[:, :, di : di + stride * Ho : stride, dj : dj + stride * Wo : stride] += c6[
+                :, di, dj
+            ].transpose(1, 0, 2, 3)
+    dx[...] = dxp[:, :, pad : pad + H, pad : pad + W]
+
+
+# ----------------------------------------------------------------------------------------------
+# Channel-major <-> image-major copies around the conv matmul: (F, m, P) <-> (m, F, P)
+
+
+@njit(parallel=True, cache=True)
+def fm_to_mf_bias_numba(res, b, out):
+    F, m, P = res.shape
+    for n in prange(m):
+        for f in range(F):
+            for p in range(P):
+                out[n, f, p] = res[f, n, p] + b[f]
+
+
+def fm_to_mf_bias_numpy(res, b, out):
+    """NumPy twin: out[n, f, p] = res[f, n, p] + b[f]."""
+    out[...] = res.transpose(1, 0, 2) + b[:, None]
+
+
+@njit(parallel=True, cache=True)
+def mf_to_fm_numba(a, out):
+    m, F, P = a.shape
+    for n in prange(m):
+        for f in range(F):
+            for p in range(P):
+                out[f, n, p] = a[n, f, p]
+
+
+def mf_to_fm_numpy(a, out):
+    """NumPy twin: out[f, n, p] = a[n, f, p]."""
+    out[...] = a.transpose(1, 0, 2)
+
+
+# ----------------------------------------------------------------------------------------------
+# GroupNorm on x (N, C, P), P = H W, G groups of C/G channels (statistics per (n, g))
+
+
+@njit(cache=True)
+def _sum4(a):
+    # four interleaved accumulators: a single one makes the loop latency-bound
+    s0 = s1 = s2 = s3 = 0.0
+    L = a.shape[0] - a.shape[0] % 4
+    for p in range(0, L, 4):
+        s0 += a[p]
+        s1 += a[p + 1]
+        s2 += a[p + 2]
+        s3 += a[p + 3]
+    for p in range(L, a.shape[0]):
+        s0 += a[p]
+    return (s0 + s1) + (s2 + s3)
+
+
+@njit(cache=True)
+def _dot4(a, b, mu):
+    # sum_p a[p] (b[p] - mu), four interleaved accumulators
+    s0 = s1 = s2 = s3 = 0.0
+    L = a.shape[0] - a.shape[0] % 4
+    for p in range(0, L, 4):
+        s0 += a[p] * (b[p] - mu)
+        s1 += a[p + 1] * (b[p + 1] - mu)
+        s2 += a[p + 2] * (b[p + 2] - mu)
+        s3 += a[p + 3] * (b[p + 3] - mu)
+    for p in range(L, a.shape[0]):
+        s0 += a[p] * (b[p] - mu)
+    return (s0 + s1) + (s2 + s3)
+
+
+@njit(parallel=True, cache=True)
+def groupnorm_fwd_numba(x, gamma, beta, G, eps, out, mean, rstd):
+    N, C, P = x.shape
+    cg = C // G
+    L = cg * P
+    for n in prange(N):
+        xn = x[n].reshape(C * P)
+        for g in range(G):
+            xg = xn[g * L : (g + 1) * L]  # (C/G P,) contiguous
+            mu = _sum4(xg) / L
+            var = _dot4(xg, xg, mu) / L
+            r = 1.0 / np.sqrt(var + eps)
+            mean[n, g] = mu
+            rstd[n, g] = r
+            for c in range(g * cg, (g + 1) * cg):
+                a = r * gamma[c]
+                b = beta[c] - mu * a
+                for p in range(P):
+                    out[n, c, p] = x[n, c, p] * a + b
+
+
+def groupnorm_fwd_numpy(x, gamma, beta, G, eps, out, mean, rstd):
+    """NumPy twin of :func:`groupnorm_fwd_numba`: fills out (N, C, P), mean and rstd (N, G)."""
+    N, C, P = x.shape
+    xg = x.reshape(N, G, -1)  # (N, G, C/G P)
+    mean[...] = xg.mean(axis=2)
+    rstd[...] = 1.0 / np.sqrt(xg.var(axis=2) + eps)
+    xhat = (xg - mean[:, :, None]) * rstd[:, :, None]  # (N, G, C/G P)
+    out[...] = xhat.reshape(N, C, P) * gamma[:, None] + beta[:, None]
+
+
+@njit(parallel=True, cache=True)
+def groupnorm_bwd_numba(dout, x, gamma, mean, rstd, G, dx, dgamma_n, dbeta_n):
+    N, C, P = x.shape
+    cg = C // G
+    L = cg * P
+    for n in prange(N):
+        for g in range(G):
+            mu = mean[n, g]
+            r = rstd[n, g]
+            m1 = 0.0  # mean over the group of dxhat = dout gamma
+            m2 = 0.0  # mean over the group of dxhat xhat
+            for c in range(g * cg, (g + 1) * cg):
+                s1 = _sum4(dout[n, c])
+                s2 = _dot4(dout[n, c], x[n, c], mu) * r
+                dbeta_n[n, c] = s1
+                dgamma_n[n, c] = s2
+                m1 += gamma[c] * s1
+                m2 += gamma[c] * s2
+            m1 /= L
+            m2 /= L
+            for c in range(g * cg, (g + 1) * cg):
+                # dx = r (dxhat - m1 - xhat m2), xhat = (x - mu) r
+                a = r * gamma[c]
+                b = r * r * m2
+                b0 = -r * m1 + b * mu
+                for p in range(P):
+                    dx[n, c, p] = a * dout[n, c, p] - b * x[n, c, p] + b0
+
+
+def groupnorm_bwd_numpy(dout, x, gamma, mean, rstd, G, dx, dgamma_n, dbeta_n):
+    """NumPy twin of :func:`groupnorm_bwd_numba`: fills dx (N, C, P) and the per-image
+    parameter gradients dgamma_n, dbeta_n (N, C) (summed over n by the caller)."""
+    N, C, P = x.shape
+    xhat = ((x.reshape(N, G, -1) - mean[:, :, None]) * rstd[:, :, None]).reshape(N, C, P)
+    dbeta_n[...] = dout.sum(axis=2)
+    dgamma_n[...] = (dout * xhat).sum(axis=2)
+    dxhat = (dout * gamma[:, None]).reshape(N, G, -1)  # (N, G, C/G P)
+    xh = xhat.reshape(N, G, -1)
+    m1 = dxhat.mean(axis=2, keepdims=True)
+    m2 = (dxhat * xh).mean(axis=2, keepdims=True)
+    dx[...] = (rstd[:, :, None] * (dxhat - m1 - xh * m2)).reshape(N, C, P)
+
+
+# ----------------------------------------------------------------------------------------------
+# Dispatchers used by the layers
+
+
+def _pick(kernel, twin):
+    def run(*args):
+        return (kernel if _state["numba"] else twin)(*args)
+
+    run.__name__ = twin.__name__.removesuffix("_numpy")
+    run.__doc__ = f"Run {kernel.__name__} or its twin {twin.__name__} (see use_numba)."
+    return run
+
+
+im2col = _pick(im2col_numba, im2col_numpy)
+col2im = _pick(col2im_numba, col2im_numpy)
+fm_to_mf_bias = _pick(fm_to_mf_bias_numba, fm_to_mf_bias_numpy)
+mf_to_fm = _pick(mf_to_fm_numba, mf_to_fm_numpy)
+groupnorm_fwd = _pick(groupnorm_fwd_numba, groupnorm_fwd_numpy)
+groupnorm_bwd = _pick(groupnorm_bwd_numba, groupnorm_bwd_numpy)

@@ -1,0 +1,82 @@
+r"""Group normalisation (Wu & He 2018) with its hand-written backward pass.
+
+Paper: Ho et al. (2020), Appendix B: "We replaced weight normalization with group normalization".
+For each image n and group g of C/G channels, with statistics over the group's channels and pixels,
+
+    mu = mean(x),  var = mean((x - mu)^2),  xhat = (x - mu) / sqrt(var + eps),
+    out[c] = gamma[c] xhat[c] + beta[c].
+
+Backward (per group, L = C/G H W elements, dxhat = dout gamma):
+
+    dgamma[c] = sum_{n,p} dout xhat,   dbeta[c] = sum_{n,p} dout,
+    dx = (dxhat - mean(dxhat) - xhat mean(dxhat xhat)) / sqrt(var + eps).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ddpm_ref.nn import kernels
+from ddpm_ref.nn._checks import check_array, check_same_dtype
+
+
+def groupnorm_forward(x, gamma, beta, G, eps=1e-5):
+    """GroupNorm with a learned per-channel scale gamma and shift beta.
+
+    Args:
+        x: (N, C, H, W) float32 or float64.
+        gamma, beta: (C,) same dtype.
+        G: number of groups; must divide C.
+        eps: added to the variance.
+    Returns:
+        out: (N, C, H, W).
+        cache: (x, gamma, mean, rstd, G) with mean, rstd = 1/sqrt(var + eps) of shape (N, G).
+    """
+    check_array("x", x, ndim=4)
+    N, C, H, W = x.shape
+    check_array("gamma", gamma, shape=(C,))
+    check_array("beta", beta, shape=(C,))
+    check_same_dtype(x, gamma=gamma, beta=beta)
+    if int(G) != G or G < 1 or C % G:
+        raise ValueError(f"G: expected a positive divisor of C={C}, got {G}")
+    if not eps > 0:
+        raise ValueError(f"eps: expected a positive number, got {eps}")
+    x = np.ascontiguousarray(x)
+    out = np.empty_like(x)  # (N, C, H, W)
+    mean = np.empty((N, G), dtype=x.dtype)
+    rstd = np.empty((N, G), dtype=x.dtype)
+    kernels.groupnorm_fwd(
+        x.reshape(N, C, H * W), gamma, beta, G, eps, out.reshape(N, C, -1), mean, rstd
+    )
+    return out, (x, gamma, mean, rstd, G)
+
+
+def groupnorm_backward(dout, cache):
+    """Backward of :func:`groupnorm_forward`.
+
+    Args:
+        dout: (N, C, H, W) upstream gradient.
+        cache: (x, gamma, mean, rstd, G) from the forward pass.
+    Returns:
+        dx (N, C, H, W), dgamma (C,), dbeta (C,).
+    """
+    x, gamma, mean, rstd, G = cache
+    check_array("dout", dout, shape=x.shape)
+    check_same_dtype(x, dout=dout)
+    N, C, H, W = x.shape
+    dout = np.ascontiguousarray(dout)
+    dx = np.empty_like(x)  # (N, C, H, W)
+    dgamma_n = np.empty((N, C), dtype=np.float64)  # per-image sums, reduced below
+    dbeta_n = np.empty((N, C), dtype=np.float64)
+    kernels.groupnorm_bwd(
+        dout.reshape(N, C, -1),
+        x.reshape(N, C, -1),
+        gamma,
+        mean,
+        rstd,
+        G,
+        dx.reshape(N, C, -1),
+        dgamma_n,
+        dbeta_n,
+    )
+    return dx, dgamma_n.sum(axis=0).astype(x.dtype), dbeta_n.sum(axis=0).astype(x.dtype)
