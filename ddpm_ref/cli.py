@@ -219,7 +219,8 @@ def cmd_evaluate(args) -> int:
     model_fn = make_model_fn(ck.net, ck.params if args.no_ema else ck.ema)
     rep = bound_report(ck.sched, model_fn, x0, np.random.default_rng(args.seed),
                        variance=tc.get("variance", "fixedlarge"), decoder=spec.decoder,
-                       mean_type=tc.get("mean_type", "eps"), progress=not args.quiet)
+                       mean_type=tc.get("mean_type", "eps"), progress=not args.quiet,
+                       clip_x0=spec.image_size > 0)  # images: x0_hat clipped, as Ho et al.
     per_t = {k: rep.pop(k) for k in ("per_t_L", "per_t_eps_mse")}
     rep = {"checkpoint": ck.path, "dataset": ck.dataset, "step": ck.step, "n": len(x0),
            "T": ck.sched.T, "units": "nats per example", **rep}
