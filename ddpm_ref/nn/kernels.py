@@ -269,18 +269,19 @@ def groupnorm_bwd_numpy(dout, x, gamma, mean, rstd, G, dx, dgamma_n, dbeta_n):
 # Dispatchers used by the layers
 
 
-def _pick(kernel, twin):
+def _pick(name):
+    # looked up at call time, so the switch (and a test's monkeypatch) takes effect at once
     def run(*args):
-        return (kernel if _state["numba"] else twin)(*args)
+        return globals()[name + ("_numba" if _state["numba"] else "_numpy")](*args)
 
-    run.__name__ = twin.__name__.removesuffix("_numpy")
-    run.__doc__ = f"Run {kernel.__name__} or its twin {twin.__name__} (see use_numba)."
+    run.__name__ = name
+    run.__doc__ = f"Run {name}_numba, or its twin {name}_numpy after use_numba(False)."
     return run
 
 
-im2col = _pick(im2col_numba, im2col_numpy)
-col2im = _pick(col2im_numba, col2im_numpy)
-fm_to_mf_bias = _pick(fm_to_mf_bias_numba, fm_to_mf_bias_numpy)
-mf_to_fm = _pick(mf_to_fm_numba, mf_to_fm_numpy)
-groupnorm_fwd = _pick(groupnorm_fwd_numba, groupnorm_fwd_numpy)
-groupnorm_bwd = _pick(groupnorm_bwd_numba, groupnorm_bwd_numpy)
+im2col = _pick("im2col")
+col2im = _pick("col2im")
+fm_to_mf_bias = _pick("fm_to_mf_bias")
+mf_to_fm = _pick("mf_to_fm")
+groupnorm_fwd = _pick("groupnorm_fwd")
+groupnorm_bwd = _pick("groupnorm_bwd")

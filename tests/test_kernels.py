@@ -1,0 +1,118 @@
+"""Tests for ddpm_ref.nn.kernels: every Numba kernel against its NumPy twin in float64
+(relative error < 1e-10), adjoint identities, and the Numba/NumPy switch."""
+
+import numpy as np
+import pytest
+
+from ddpm_ref.nn import kernels as K
+from ddpm_ref.nn import layers as L
+from ddpm_ref.nn.gradcheck import rel_error
+
+TWIN_TOL = 1e-10  # same arithmetic up to summation order: agreement near machine precision
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1)
+
+
+IM2COL_CASES = [  # (m, C, H, W, k, stride, pad)
+    (2, 3, 5, 7, 3, 1, 1),
+    (3, 2, 6, 6, 3, 2, 1),
+    (2, 2, 7, 5, 3, 2, 1),
+    (2, 4, 5, 5, 1, 1, 0),
+    (1, 2, 6, 5, 4, 3, 2),
+    (2, 1, 3, 3, 3, 1, 2),  # padding wider than needed: whole rows of zeros
+]
+
+
+def _out_size(n, k, s, p):
+    return (n + 2 * p - k) // s + 1
+
+
+@pytest.mark.parametrize("case", IM2COL_CASES)
+def test_im2col_and_col2im_match_twins(rng, case):
+    m, C, H, W, k, s, p = case
+    P = _out_size(H, k, s, p) * _out_size(W, k, s, p)
+    x = rng.standard_normal((m, C, H, W))
+    cols_nb, cols_np = np.full((C * k * k, m, P), np.nan), np.full((C * k * k, m, P), np.nan)
+    K.im2col_numba(x, k, s, p, cols_nb)
+    K.im2col_numpy(x, k, s, p, cols_np)
+    assert not np.isnan(cols_nb).any()  # every entry written, padding included
+    assert rel_error(cols_nb, cols_np) < TWIN_TOL
+
+    dcols = rng.standard_normal(cols_nb.shape)
+    dx_nb, dx_np = np.full(x.shape, np.nan), np.full(x.shape, np.nan)
+    K.col2im_numba(dcols, k, s, p, dx_nb)
+    K.col2im_numpy(dcols, k, s, p, dx_np)
+    assert rel_error(dx_nb, dx_np, normwise=True) < TWIN_TOL
+    # entries never read by im2col (stride 3) get exactly zero from both
+    np.testing.assert_array_equal(dx_nb == 0, dx_np == 0)
+
+
+@pytest.mark.parametrize("case", IM2COL_CASES[:3])
+def test_col2im_is_the_adjoint_of_im2col(rng, case):
+    # <im2col(x), c> = <x, col2im(c)>: what makes dcols -> dx the exact gradient
+    m, C, H, W, k, s, p = case
+    P = _out_size(H, k, s, p) * _out_size(W, k, s, p)
+    x, c = rng.standard_normal((m, C, H, W)), rng.standard_normal((C * k * k, m, P))
+    cols, dx = np.empty_like(c), np.empty_like(x)
+    K.im2col(x, k, s, p, cols)
+    K.col2im(c, k, s, p, dx)
+    np.testing.assert_allclose(np.sum(cols * c), np.sum(x * dx), rtol=1e-12)
+
+
+def test_layout_copies_match_twins(rng):
+    res, b = rng.standard_normal((3, 4, 5)), rng.standard_normal(3)
+    out_nb, out_np = np.empty((4, 3, 5)), np.empty((4, 3, 5))
+    K.fm_to_mf_bias_numba(res, b, out_nb)
+    K.fm_to_mf_bias_numpy(res, b, out_np)
+    assert rel_error(out_nb, out_np) < TWIN_TOL
+    a = rng.standard_normal((4, 3, 5))
+    t_nb, t_np = np.empty((3, 4, 5)), np.empty((3, 4, 5))
+    K.mf_to_fm_numba(a, t_nb)
+    K.mf_to_fm_numpy(a, t_np)
+    np.testing.assert_array_equal(t_nb, t_np)
+
+
+@pytest.mark.parametrize("shape,G", [((2, 8, 15), 4), ((3, 6, 7), 6), ((1, 4, 9), 1)])
+def test_groupnorm_kernels_match_twins(rng, shape, G):
+    N, C, P = shape
+    x = rng.standard_normal(shape) * 3 + 1
+    gamma, beta, dout = rng.standard_normal(C), rng.standard_normal(C), rng.standard_normal(shape)
+    res = {}
+    for name, fwd, bwd in [
+        ("nb", K.groupnorm_fwd_numba, K.groupnorm_bwd_numba),
+        ("np", K.groupnorm_fwd_numpy, K.groupnorm_bwd_numpy),
+    ]:
+        out, mean, rstd = np.empty(shape), np.empty((N, G)), np.empty((N, G))
+        fwd(x, gamma, beta, G, 1e-5, out, mean, rstd)
+        dx, dg, db = np.empty(shape), np.empty((N, C)), np.empty((N, C))
+        bwd(dout, x, gamma, mean, rstd, G, dx, dg, db)
+        res[name] = (out, mean, rstd, dx, dg, db)
+    for a, b in zip(res["nb"], res["np"], strict=True):
+        # dx sums to zero over each group, so its entries cancel: compare it normwise
+        assert rel_error(a, b, normwise=a is res["nb"][3]) < TWIN_TOL
+
+
+def test_switch_selects_twins(rng, monkeypatch):
+    x, w, b = rng.standard_normal((2, 3, 5, 5)), rng.standard_normal((4, 3, 3, 3)), np.zeros(4)
+    calls = []
+
+    def spy(name):
+        real = getattr(K, name)
+        return lambda *args: calls.append(name) or real(*args)
+
+    for name in ["im2col_numba", "im2col_numpy"]:
+        monkeypatch.setattr(K, name, spy(name))
+    was = K.numba_enabled()
+    try:
+        K.use_numba(True)
+        out_nb, _ = L.conv2d_forward(x, w, b)
+        K.use_numba(False)
+        assert not K.numba_enabled()
+        out_np, _ = L.conv2d_forward(x, w, b)
+    finally:
+        K.use_numba(was)
+    assert calls == ["im2col_numba", "im2col_numpy"]
+    assert rel_error(out_nb, out_np) < TWIN_TOL
