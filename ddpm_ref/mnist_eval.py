@@ -1,0 +1,232 @@
+r"""The variational bound on held-out digits in bits/dim, term by term, four variants at once.
+
+Paper: Ho, Jain, Abbeel (2020), Eq. (5) (L = L_T + sum_{t>1} L_{t-1} + L_0), §4.2 and Table 2
+(the NLL column: "<= 3.75" bits/dim on CIFAR10, the bound summed exactly over all T terms),
+§3.2 (sigma_t^2 = beta_t or beta_tilde_t) and Eq. (11) (mu_theta from eps_theta; the official
+evaluation also clips x0_hat to [-1, 1] before forming the posterior mean, which Eq. 11 does not).
+§4.3, Table 4 and Fig. 5: the rate-distortion curve built from the same terms.
+
+For every test digit and every t = 1..T one x_t ~ q(x_t | x_0) (Eq. 4) is drawn and the network
+is evaluated ONCE; the four variants (sigma^2 = beta or beta_tilde, x0_hat clipped or not) and
+L_simple (Eq. 14) are all computed from that one eps_theta with :func:`ddpm_ref.elbo.vlb_term`.
+
+    python -m ddpm_ref.mnist_eval --checkpoint mnist --n 500 --workers 2 --out runs/mnist_eval
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ddpm_ref.diffusion import predict_x0, q_sample
+from ddpm_ref.elbo import prior_kl, vlb_term
+
+__all__ = ["VARIANTS", "bound_terms_all", "summarize", "rate_distortion", "held_out_digits",
+           "evaluate_checkpoint", "main"]
+
+# name -> (variance, clip_x0)
+VARIANTS = {
+    "beta": ("fixedlarge", False),
+    "beta_clip": ("fixedlarge", True),
+    "beta_tilde": ("fixedsmall", False),
+    "beta_tilde_clip": ("fixedsmall", True),
+}
+
+
+def bound_terms_all(sched, model_fn, x0, rng, mean_type="eps", t_chunk=None, progress=False):
+    r"""Every term of Eq. (5) for the four variants, from one network call per (t, example).
+
+    Args:
+        sched: the Schedule. model_fn: model_fn(xt, t) -> eps_theta (docs/architecture.md).
+        x0: (B, C, H, W) images on the 256-level grid in [-1, 1].
+        rng: np.random.Generator for the eps draws (one per t and example).
+        mean_type: what the network predicts ("eps", "x0" or "mu").
+        t_chunk: timesteps per model call (default: about 128 images per call).
+        progress: tqdm bar over the calls.
+    Returns:
+        dict of float64 arrays (nats per example unless stated; column 0 is NaN):
+        "L_T" (B,); "L": {variant: (B, T+1)} with L[v][:, t] = L_{t-1} (L[v][:, 1] = L_0);
+        "l_simple" (B, T+1): ||eps - eps_theta||^2 / D (Eq. 14 per dimension, eps networks);
+        "x0_mse" (B, T+1): mean over pixels of (x0 - clip(x0_hat))^2 on the [-1, 1] scale.
+    """
+    x0 = np.asarray(x0, dtype=np.float64)
+    if x0.ndim != 4:
+        raise ValueError(f"x0: expected images of shape (B, C, H, W), got {x0.shape}")
+    if not isinstance(rng, np.random.Generator):
+        raise ValueError(f"rng: expected a np.random.Generator, got {type(rng).__name__}")
+    T, B = sched.T, x0.shape[0]
+    chunk = max(1, 128 // B) if t_chunk is None else int(t_chunk)
+    if chunk < 1:
+        raise ValueError(f"t_chunk: expected an integer >= 1, got {t_chunk}")
+    L = {v: np.full((B, T + 1), np.nan) for v in VARIANTS}
+    l_simple = np.full((B, T + 1), np.nan)
+    x0_mse = np.full((B, T + 1), np.nan)
+    starts = range(1, T + 1, chunk)
+    if progress:
+        from tqdm import tqdm
+
+        starts = tqdm(starts, desc="bound (4 variants)", unit="call", dynamic_ncols=True)
+    for start in starts:
+        ts = np.arange(start, min(start + chunk, T + 1))  # (k,)
+        k = ts.shape[0]
+        t = np.repeat(ts, B)  # (k*B,) timestep-major
+        x0_k = np.broadcast_to(x0, (k,) + x0.shape).reshape((k * B,) + x0.shape[1:])
+        eps = rng.standard_normal(x0_k.shape)  # (k*B, C, H, W)
+        xt = q_sample(sched, x0_k, t, eps)  # Eq. (4)
+        out = np.asarray(model_fn(xt, sched.timesteps[t]), dtype=np.float64)  # ONE call
+        for name, (variance, clip) in VARIANTS.items():
+            L[name][:, ts] = vlb_term(sched, x0_k, xt, t, out, variance, clip, "discretized",
+                                      mean_type).reshape(k, B).T
+        if mean_type == "eps":
+            l_simple[:, ts] = ((eps - out) ** 2).reshape(k, B, -1).mean(axis=2).T
+        x0_hat = predict_x0(sched, xt, t, out, mean_type, clip_x0=True)  # (k*B, C, H, W)
+        x0_mse[:, ts] = ((x0_k - x0_hat) ** 2).reshape(k, B, -1).mean(axis=2).T
+    return {"L_T": prior_kl(sched, x0), "L": L, "l_simple": l_simple, "x0_mse": x0_mse}
+
+
+def summarize(terms, D) -> dict:
+    """The bound's terms in bits/dim (means over examples) for each variant.
+
+    Returns:
+        {variant: {"L_T", "L_sum" (sum_{t>=2} L_{t-1}), "L_0", "total", "total_se"}}, plus
+        "l_simple" (mean over t of the per-t eps-MSE) and "n" (examples). ``total_se`` is the
+        standard error of the total over the examples.
+    """
+    to_bpd = 1.0 / (D * math.log(2.0))
+    L_T = np.asarray(terms["L_T"])
+    rep = {"n": int(L_T.shape[0])}
+    for name, L in terms["L"].items():
+        L_sum = L[:, 2:].sum(axis=1)
+        total = L_T + L_sum + L[:, 1]  # (B,)
+        rep[name] = {
+            "L_T": float(L_T.mean() * to_bpd),
+            "L_sum": float(L_sum.mean() * to_bpd),
+            "L_0": float(L[:, 1].mean() * to_bpd),
+            "total": float(total.mean() * to_bpd),
+            "total_se": float(total.std(ddof=1) / math.sqrt(len(total)) * to_bpd)
+            if len(total) > 1 else float("nan"),
+        }
+    rep["l_simple"] = float(np.nanmean(terms["l_simple"][:, 1:]))
+    return rep
+
+
+def rate_distortion(terms, D, variant="beta_tilde_clip"):
+    r"""Progressive lossy compression (§4.3, Table 4, Fig. 5): rate and distortion at each t.
+
+    The receiver holding x_t has been sent x_T (cost L_T) and then x_{s-1} given x_s for
+    s = T..t+1 (cost L_{s-1} each): rate(t) = L_T + sum_{s=t+1}^{T} L_{s-1}, in bits/dim.
+    rate(0) is the whole bound. Distortion is the RMSE between x_0 and x0_hat(x_t) on the 0-255
+    scale, with x0_hat = 0 error at t = 0 (the receiver then has x_0 itself).
+
+    Returns:
+        t (T+1,) = 0..T, rate (T+1,) bits/dim, distortion (T+1,) grey levels.
+    """
+    to_bpd = 1.0 / (D * math.log(2.0))
+    L = terms["L"][variant].mean(axis=0)  # (T+1,), L[s] = L_{s-1}
+    T = L.shape[0] - 1
+    tail = np.concatenate([np.cumsum(L[:0:-1])[::-1], [0.0]])  # tail[t] = sum_{s=t+1}^T L[s]
+    rate = (float(np.mean(terms["L_T"])) + tail) * to_bpd  # (T+1,)
+    mse = np.asarray(terms["x0_mse"]).mean(axis=0)  # (T+1,)
+    mse[0] = 0.0
+    distortion = np.sqrt(mse) * 127.5
+    return np.arange(T + 1), rate, distortion
+
+
+def held_out_digits(n=500, size=28, seed=0):
+    """(x0 (n, 1, size, size) float64 in model scale, labels (n,)): n of the 500 test digits,
+    the same number from each class when 10 divides n (a fixed, seeded choice)."""
+    from ddpm_ref.data.mnist import load_digits, to_model
+
+    if not 1 <= int(n) <= 500:
+        raise ValueError(f"n: expected an integer in 1..500, got {n}")
+    images, labels = load_digits("test", size)
+    if n < 500:
+        rng = np.random.default_rng([seed, 3])
+        per = -(-n // 10)
+        idx = np.concatenate([rng.permutation(np.flatnonzero(labels == c))[:per]
+                              for c in range(10)])
+        idx = np.sort(rng.permutation(idx)[:n])
+        images, labels = images[idx], labels[idx]
+    return to_model(images).astype(np.float64), labels
+
+
+def _shard(args):
+    path, x0, seed, shard, t_chunk, progress = args
+    from ddpm_ref.checkpoint import load_checkpoint
+    from ddpm_ref.train import make_model_fn
+
+    ck = load_checkpoint(path)
+    model_fn = make_model_fn(ck.net, ck.ema)
+    return bound_terms_all(ck.sched, model_fn, x0, np.random.default_rng([seed, shard]),
+                           mean_type=ck.train_config.get("mean_type", "eps"), t_chunk=t_chunk,
+                           progress=progress)
+
+
+def evaluate_checkpoint(checkpoint, n=500, seed=0, workers=1, t_chunk=None, progress=False):
+    """bound_terms_all on n test digits for a checkpoint's EMA weights, split over processes.
+
+    Returns:
+        (terms, labels): the merged dict of :func:`bound_terms_all` and the digits' labels.
+    """
+    from ddpm_ref.checkpoint import load_checkpoint
+
+    ck = load_checkpoint(checkpoint)
+    x0, labels = held_out_digits(n, ck.image_size or 28, seed)
+    parts = np.array_split(np.arange(len(x0)), max(1, min(int(workers), len(x0))))
+    jobs = [(ck.path, x0[p], seed, i, t_chunk, progress and i == 0) for i, p in enumerate(parts)]
+    if len(jobs) == 1:
+        results = [_shard(jobs[0])]
+    else:
+        import multiprocessing as mp
+
+        with mp.get_context("fork").Pool(len(jobs)) as pool:
+            results = pool.map(_shard, jobs)
+    terms = {
+        "L_T": np.concatenate([r["L_T"] for r in results]),
+        "L": {v: np.concatenate([r["L"][v] for r in results]) for v in VARIANTS},
+        "l_simple": np.concatenate([r["l_simple"] for r in results]),
+        "x0_mse": np.concatenate([r["x0_mse"] for r in results]),
+    }
+    return terms, labels
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m ddpm_ref.mnist_eval", description=(
+        "The bound of Eq. (5) in bits/dim on the bundled test digits, summed over all T terms, "
+        "for sigma^2 = beta / beta_tilde with x0_hat clipping off / on. Writes summary.json and "
+        "terms.npz (per-example, per-t terms) to --out."))
+    p.add_argument("--checkpoint", default="mnist", help="checkpoint file or shipped name")
+    p.add_argument("--n", type=int, default=500, help="test digits (1..500, default 500)")
+    p.add_argument("--workers", type=int, default=1, help="processes (split over digits)")
+    p.add_argument("--t-chunk", type=int, default=None, help="timesteps per network call")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="runs/mnist_eval", help="output folder")
+    p.add_argument("--quiet", action="store_true")
+    args = p.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    terms, labels = evaluate_checkpoint(args.checkpoint, args.n, args.seed, args.workers,
+                                        args.t_chunk, progress=not args.quiet)
+    wall = time.perf_counter() - t0
+    from ddpm_ref.checkpoint import load_checkpoint
+
+    ck = load_checkpoint(args.checkpoint)
+    D = int(np.prod(ck.net.x_shape))
+    rep = {"checkpoint": ck.path, "step": ck.step, "T": ck.sched.T, "wall_s": wall,
+           "units": "bits/dim", **summarize(terms, D)}
+    (out / "summary.json").write_text(json.dumps(rep, indent=2))
+    np.savez(out / "terms.npz", L_T=terms["L_T"], labels=labels, l_simple=terms["l_simple"],
+             x0_mse=terms["x0_mse"], **{f"L_{v}": a for v, a in terms["L"].items()})
+    print(json.dumps(rep, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
