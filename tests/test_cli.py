@@ -151,3 +151,21 @@ def test_diverging_training_stops_with_one_line_and_status_1(capsys, tmp_path):
                         "--steps", "20", "--batch", "8", "--out", tmp_path, *FAST)
     lines = err.strip().splitlines()
     assert code == 1 and len(lines) == 1 and "training stopped at step" in lines[0]
+
+
+def test_images_train_sample_and_evaluate(capsys, tmp_path):
+    code, _, _ = _run(capsys, "train", "--dataset", "mnist14", "--steps", 2, "--batch", 2,
+                      "--T", 5, "--out", tmp_path, "--quiet")
+    assert code == 0
+    ck = tmp_path / "checkpoint.npz"
+    code, _, _ = _run(capsys, "sample", "--checkpoint", ck, "--n", 3, "--out",
+                      tmp_path / "digits.npy", "--quiet")
+    x = np.load(tmp_path / "digits.npy")
+    assert code == 0 and x.shape == (3, 14, 14) and x.dtype == np.uint8
+    code, _, _ = _run(capsys, "sample", "--checkpoint", ck, "--n", 2, "--out",
+                      tmp_path / "grid.png", "--quiet")
+    assert code == 0 and (tmp_path / "grid.png").read_bytes()[:4] == b"\x89PNG"
+    code, out, _ = _run(capsys, "evaluate", "--checkpoint", ck, "--n", 2, "--quiet")
+    rep = json.loads(out)
+    assert code == 0 and rep["bits_per_dim"] == pytest.approx(
+        rep["total"] / (14 * 14 * np.log(2.0)), rel=1e-12)
