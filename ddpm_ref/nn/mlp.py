@@ -184,15 +184,18 @@ class MLP(EpsNetwork):
             got = getattr(d_eps_theta, "shape", type(d_eps_theta).__name__)
             raise ValueError(f"d_eps_theta: expected shape {want}, got {got}")
         grads = {}
+        # bias gradients sum dout over the batch: ones @ dout is one BLAS call, several times
+        # faster than dout.sum(axis=0) for (256, 128) float32
+        ones = np.ones(h.shape[0], dtype=h.dtype)  # (B,)
         # linear_backward of the output layer
         grads["out.w"] = h.T @ d_eps_theta  # (hidden, D * out_mult)
-        grads["out.b"] = d_eps_theta.sum(axis=0)
+        grads["out.b"] = ones @ d_eps_theta  # (D * out_mult,)
         dh = d_eps_theta @ w_out.T  # (B, hidden)
         for l in range(len(caches) - 1, -1, -1):
             h_in, w, act_cache = caches[l]
             da = self._act_bwd(dh, act_cache)  # (B, hidden)
             grads[f"hidden.{l}.w"] = h_in.T @ da  # (Din, hidden)
-            grads[f"hidden.{l}.b"] = da.sum(axis=0)  # (hidden,)
+            grads[f"hidden.{l}.b"] = ones @ da  # (hidden,)
             if l > 0:  # d h_0 (features and t-embedding) is not needed for training
                 dh = da @ w.T  # (B, Din)
         return {k: grads[k] for k in self.param_shapes()}  # params' key order
