@@ -1,0 +1,1 @@
+"""Experiments reproducing the paper's tables at small scale (each runs with ``python -m``)."""
