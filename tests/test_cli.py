@@ -153,6 +153,7 @@ def test_diverging_training_stops_with_one_line_and_status_1(capsys, tmp_path):
     assert code == 1 and len(lines) == 1 and "training stopped at step" in lines[0]
 
 
+@pytest.mark.slow  # ~3 s with Numba, ~50 s under NUMBA_DISABLE_JIT=1 (the U-Net kernels in Python)
 def test_images_train_sample_and_evaluate(capsys, tmp_path):
     code, _, _ = _run(capsys, "train", "--dataset", "mnist14", "--steps", 2, "--batch", 2,
                       "--T", 5, "--out", tmp_path, "--quiet")
