@@ -25,12 +25,12 @@ import dataclasses
 import importlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from ddpm_ref._io import atomic_write
 from ddpm_ref.schedule import Schedule
 
 FORMAT = "ddpm_ref-checkpoint"
@@ -151,17 +151,7 @@ def save_checkpoint(path, net, sched, params, *, ema=None, opt_state=None, step=
         for k, a in d.items():
             arrays[prefix + k] = np.asarray(a)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda f: np.savez(f, **arrays))
     return path
 
 

@@ -13,14 +13,13 @@ the figures samples.png, forward.png, trajectory.png, per_t.png, training.png.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ddpm_ref._io import atomic_write
 from ddpm_ref.datasets import get_dataset
 from ddpm_ref.evaluate import bound_report, mmd, mmd_floor
 from ddpm_ref.sampling import sample
@@ -48,33 +47,12 @@ class DemoConfig:
 
 def save_npy(path, array) -> Path:
     """np.save through a temporary file in the same folder (never a half-written file)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, array)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_write(path, lambda f: np.save(f, array))
 
 
 def write_json(path, obj) -> Path:
     """JSON through a temporary file in the same folder."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_write(path, lambda f: f.write(json.dumps(obj, indent=2) + "\n"), binary=False)
 
 
 def scaled_schedule(kind: str, T: int):

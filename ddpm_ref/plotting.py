@@ -11,11 +11,11 @@ GUI backend is needed: safe under Agg, in threads and in CI), saves it when ``pa
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from ddpm_ref._io import atomic_write
 
 __all__ = ["save_figure", "plot_samples", "plot_forward_process", "plot_trajectory",
            "plot_per_t", "plot_training_curve", "plot_image_grid"]
@@ -31,17 +31,7 @@ def _figure(ncols=1, nrows=1, width=4.0, height=4.0):
 
 def save_figure(fig, path, dpi=100) -> Path:
     """Write ``fig`` as PNG to ``path`` via a temporary file in the same folder."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png", dpi=dpi)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=dpi))
 
 
 def _done(fig, path):
@@ -88,7 +78,7 @@ def plot_forward_process(sched, x0, ts, rng, path=None):
     return _done(fig, path)
 
 
-def plot_trajectory(trace, ts, path=None, panels=None, n_paths=20):
+def plot_trajectory(trace, ts, path=None, panels=None, n_paths=8):
     """The reverse process of Algorithm 2 from a trace of x_t.
 
     Args:
@@ -106,8 +96,8 @@ def plot_trajectory(trace, ts, path=None, panels=None, n_paths=20):
         _scatter(ax[0, i], trace[ts.index(t)], f"x_{t}", 3.5, color="C1")
     a = ax[0, -1]
     for j in range(min(n_paths, trace.shape[1])):
-        a.plot(trace[:, j, 0], trace[:, j, 1], lw=0.5, alpha=0.7)
-        a.plot(trace[-1, j, 0], trace[-1, j, 1], "k.", ms=4)
+        a.plot(trace[:, j, 0], trace[:, j, 1], lw=0.7, alpha=0.8)
+        a.plot(trace[-1, j, 0], trace[-1, j, 1], "k.", ms=6)  # where the path ends: x_0
     a.set_title(f"{min(n_paths, trace.shape[1])} paths, t = {ts[0]} to {ts[-1]}")
     a.set_xlim(-3.5, 3.5)
     a.set_ylim(-3.5, 3.5)

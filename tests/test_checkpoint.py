@@ -160,3 +160,10 @@ def test_save_checks_params_against_the_net(tmp_path):
     other = MLP(x_dim=2, hidden=16, depth=1, t_dim=4, fourier_freqs=0)
     with pytest.raises(ValueError, match="params"):
         save_checkpoint(tmp_path / "c.npz", other, sched, params)
+
+
+def test_saved_file_has_ordinary_permissions(tmp_path):
+    _save(tmp_path / "c.npz")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "c.npz").stat().st_mode & 0o777 == 0o666 & ~mask  # not mkstemp's 0600
