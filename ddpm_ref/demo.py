@@ -115,7 +115,7 @@ def run_demo(out_dir, cfg: DemoConfig | None = None, progress=False, log=print) 
     x_eval = spec.test_data(cfg.n_eval, np.random.default_rng(seeds[3]))
     eval_seed = seeds[3].spawn(1)[0]  # the same x_t draws for the model and the oracle
     rep = bound_report(sched, model_fn, x_eval, np.random.default_rng(eval_seed),
-                       decoder=spec.decoder)
+                       decoder=spec.decoder, progress=progress)
     report = {"dataset": cfg.dataset, "T": cfg.T, "steps": cfg.steps,
               "n_params": net.n_params(), "bound": _bound_summary(rep),
               "l_simple": rep["l_simple"], "oracle_bound": None, "oracle_l_simple": None,
