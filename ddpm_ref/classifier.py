@@ -25,6 +25,7 @@ from ddpm_ref.nn.layers import linear_backward, linear_forward, silu_backward, s
 from ddpm_ref.optim import adam_init, adam_update
 
 __all__ = ["DigitClassifier", "train_classifier", "softmax_cross_entropy", "frechet_distance",
+           "sample_quality", "main",
            "nearest_neighbour_distance", "default_classifier"]
 
 N_CLASSES = 10
@@ -224,3 +225,70 @@ def nearest_neighbour_distance(x, reference, chunk=500) -> np.ndarray:
         d2 = (ab ** 2).sum(axis=1)[:, None] + r2[None, :] - 2.0 * ab @ r.T  # (n, M)
         out[i:i + chunk] = np.sqrt(np.maximum(d2.min(axis=1), 0.0))
     return out
+
+
+def sample_quality(images, seed=0) -> dict:
+    """Sample-quality numbers for generated digits uint8 (N, H, W) (H = 28 or 14).
+
+    Returns a dict: classifier_test_accuracy (on the 500 test digits); confident (share of
+    samples labelled with probability > 0.9) and the same share for N real test digits;
+    class_counts (argmax labels of the samples); frechet (samples vs the 500 test digits,
+    classifier features) and frechet_real (N training digits vs the test digits: the value
+    for perfect samples at this N); nn_sample_median / nn_sample_min (L2 distance, 0-255
+    scale, from each sample to its nearest training digit) next to nn_test_median / nn_test_min
+    (the same for the test digits); copies (samples nearer a training digit than the nearest
+    test digit ever is).
+    """
+    from ddpm_ref.data.mnist import load_digits
+
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or images.ndim != 3 or images.shape[0] < 2:
+        raise ValueError(f"images: expected uint8 (N, H, W) with N >= 2, got "
+                         f"{images.dtype} {images.shape}")
+    size = images.shape[1]
+    clf = default_classifier(size, seed)
+    x_tr, _ = load_digits("train", size)
+    x_te, y_te = load_digits("test", size)
+    n = images.shape[0]
+    real = x_tr[np.random.default_rng([seed, 4]).choice(len(x_tr), min(n, len(x_tr)),
+                                                         replace=False)]
+    p = clf.predict_proba(images)
+    p_test = clf.predict_proba(x_te)
+    f_test = clf.features(x_te)
+    nn_s = nearest_neighbour_distance(images, x_tr)
+    nn_t = nearest_neighbour_distance(x_te, x_tr)
+    return {
+        "n": int(n),
+        "classifier_test_accuracy": float(np.mean(p_test.argmax(axis=1) == y_te)),
+        "confident": float(np.mean(p.max(axis=1) > 0.9)),
+        "confident_test": float(np.mean(p_test.max(axis=1) > 0.9)),
+        "class_counts": np.bincount(p.argmax(axis=1), minlength=N_CLASSES).tolist(),
+        "frechet": frechet_distance(clf.features(images), f_test),
+        "frechet_real": frechet_distance(clf.features(real), f_test),
+        "nn_sample_median": float(np.median(nn_s)), "nn_sample_min": float(nn_s.min()),
+        "nn_test_median": float(np.median(nn_t)), "nn_test_min": float(nn_t.min()),
+        "copies": int(np.sum(nn_s < nn_t.min())),
+    }
+
+
+def main(argv=None) -> int:
+    """``python -m ddpm_ref.classifier SAMPLES.npy``: sample-quality numbers as JSON."""
+    import argparse
+    import json
+
+    p = argparse.ArgumentParser(prog="python -m ddpm_ref.classifier", description=(
+        "Judge generated digits (uint8 (N, H, W) .npy, as `ddpm-ref sample --out FILE.npy` "
+        "writes) with the digit classifier: confidence, class balance, Fréchet distance, "
+        "nearest training digits."))
+    p.add_argument("samples", help="a .npy file of uint8 images (N, H, W)")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    print(json.dumps(sample_quality(np.load(args.samples, allow_pickle=False), args.seed),
+                     indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

@@ -29,8 +29,9 @@ from ddpm_ref.data.mnist import from_model, image_grid
 from ddpm_ref.diffusion import q_sample
 from ddpm_ref.sampling import interpolate, sample, sample_from
 
-__all__ = ["progressive_generation", "shared_latent_samples", "interpolations", "rows_grid",
-           "save_grid_png", "plot_rate_distortion", "write_figures", "main"]
+__all__ = ["FIGURES", "progressive_generation", "shared_latent_samples", "interpolations",
+           "rows_grid", "save_grid_png", "plot_rate_distortion", "model_fn_of", "write_figures",
+           "main"]
 
 
 def _steps(T, k):
@@ -154,8 +155,11 @@ def plot_rate_distortion(t, rate, distortion, path, title="rate-distortion (Fig.
     return path
 
 
+FIGURES = ("progressive", "shared_latent", "interpolation", "rate_distortion")
+
+
 def write_figures(checkpoint, out, seed=0, n_chains=8, n_steps=10, n_shared=6, ts=None,
-                  n_interp=8, terms=None, n_rd=10, progress=False) -> dict:
+                  n_interp=8, terms=None, n_rd=10, which=FIGURES, progress=False) -> dict:
     """Write every figure of this module as PNG to the folder ``out``.
 
     Args:
@@ -163,6 +167,7 @@ def write_figures(checkpoint, out, seed=0, n_chains=8, n_steps=10, n_shared=6, t
             of T and T for Fig. 7; 0, 1/4, 1/2, 3/4 of T for Fig. 8).
         terms: a terms.npz written by ``python -m ddpm_ref.mnist_eval``; without it the
             rate-distortion curve is computed here on n_rd test digits.
+        which: the figures to write (default all of :data:`FIGURES`).
     Returns:
         {figure name: Path}.
     """
@@ -177,20 +182,28 @@ def write_figures(checkpoint, out, seed=0, n_chains=8, n_steps=10, n_shared=6, t
     sched, T = ck.sched, ck.sched.T
     rng = np.random.default_rng(seed)
     out = Path(out)
+    bad = [w for w in which if w not in FIGURES]
+    if bad:
+        raise ValueError(f"which: expected names from {FIGURES}, got {bad}")
     paths = {}
-    _, imgs = progressive_generation(sched, model_fn, n_chains, rng, n_steps, **kw)
-    paths["progressive"] = save_grid_png(rows_grid(imgs), out / "fig6_progressive.png")
+    if "progressive" in which:
+        _, imgs = progressive_generation(sched, model_fn, n_chains, rng, n_steps, **kw)
+        paths["progressive"] = save_grid_png(rows_grid(imgs), out / "fig6_progressive.png")
     x0, labels = held_out_digits(500, ck.image_size or 28)
     a = int(np.flatnonzero(labels == 3)[0])
     b = int(np.flatnonzero(labels == 7)[0])
-    ts7 = ts or (T // 4, T // 2, 3 * T // 4, T)
-    xt, samples = shared_latent_samples(sched, model_fn, x0[a], ts7, n_shared, rng, **kw)
-    head = np.repeat(from_model(x0[a:a + 1]), len(ts7), axis=0)[:, None]  # (K, 1, H, W)
-    paths["shared_latent"] = save_grid_png(
-        rows_grid(np.concatenate([head, xt[:, None], samples], axis=1)), out / "fig7_shared_xt.png")
-    ts8 = ts or (0, T // 4, T // 2, 3 * T // 4)
-    rows = interpolations(sched, model_fn, x0[a], x0[b], ts8, n_interp, rng, **kw)
-    paths["interpolation"] = save_grid_png(rows_grid(rows), out / "fig8_interpolation.png")
+    if "shared_latent" in which:
+        ts7 = ts or (T // 4, T // 2, 3 * T // 4, T)
+        xt, samples = shared_latent_samples(sched, model_fn, x0[a], ts7, n_shared, rng, **kw)
+        head = np.repeat(from_model(x0[a:a + 1]), len(ts7), axis=0)[:, None]  # (K, 1, H, W)
+        grid = rows_grid(np.concatenate([head, xt[:, None], samples], axis=1))
+        paths["shared_latent"] = save_grid_png(grid, out / "fig7_shared_xt.png")
+    if "interpolation" in which:
+        ts8 = ts or (0, T // 4, T // 2, 3 * T // 4)
+        rows = interpolations(sched, model_fn, x0[a], x0[b], ts8, n_interp, rng, **kw)
+        paths["interpolation"] = save_grid_png(rows_grid(rows), out / "fig8_interpolation.png")
+    if "rate_distortion" not in which:
+        return paths
     D = int(np.prod(ck.net.x_shape))
     if terms is not None:
         z = np.load(terms)
@@ -210,11 +223,13 @@ def main(argv=None) -> int:
     p.add_argument("--checkpoint", default="mnist", help="checkpoint file or shipped name")
     p.add_argument("--out", default="docs/figures", help="output folder")
     p.add_argument("--terms", default=None, help="terms.npz from python -m ddpm_ref.mnist_eval")
+    p.add_argument("--which", default=",".join(FIGURES),
+                   help="comma-separated figures to write (default: all)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
     paths = write_figures(args.checkpoint, args.out, seed=args.seed, terms=args.terms,
-                          progress=not args.quiet)
+                          which=tuple(args.which.split(",")), progress=not args.quiet)
     for name, path in paths.items():
         print(f"{name}: {path}")
     return 0

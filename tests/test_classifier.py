@@ -91,3 +91,18 @@ def test_bad_inputs_name_the_argument():
         frechet_distance(np.zeros((4, 2)), np.zeros((4, 3)))
     with pytest.raises(ValueError, match="^rng:"):
         train_classifier(np.zeros((2, 4, 4), np.uint8), np.array([0, 1]), 0)
+
+
+def test_sample_quality_flags_copies_of_training_digits():
+    from ddpm_ref.classifier import sample_quality
+
+    x_tr, _ = load_digits("train", 14)
+    x_te, _ = load_digits("test", 14)
+    rep = sample_quality(x_tr[:10])
+    assert rep["copies"] == 10 and rep["nn_sample_min"] == 0.0
+    rep = sample_quality(x_te[::50])  # real held-out digits: never nearer than the nearest
+    assert rep["copies"] == 0
+    assert rep["classifier_test_accuracy"] > 0.8
+    assert sum(rep["class_counts"]) == 10
+    with pytest.raises(ValueError, match="^images:"):
+        sample_quality(x_te[:5].astype(np.float32))

@@ -122,3 +122,15 @@ def test_write_figures_writes_four_pngs(tmp_path):
     assert sorted(paths) == ["interpolation", "progressive", "rate_distortion", "shared_latent"]
     for p in paths.values():
         assert p.is_file() and p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_write_figures_which_selects_and_rejects_unknown_names(tmp_path):
+    sched, info = scaled_schedule("linear", T)
+    net = UNet(image_shape=(1, 14, 14), ch=8, ch_mult=(1, 2), groups=4, temb_dim=16,
+               mid_attention=False)
+    ck = save_checkpoint(tmp_path / "ck.npz", net, sched, net.init(np.random.default_rng(0)),
+                         dataset="mnist14", image_size=14, schedule_info=info)
+    paths = write_figures(ck, tmp_path / "f", n_rd=2, which=("rate_distortion",))
+    assert list(paths) == ["rate_distortion"]
+    with pytest.raises(ValueError, match="^which:"):
+        write_figures(ck, tmp_path / "f", which=("fig9",))
