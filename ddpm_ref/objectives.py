@@ -28,7 +28,7 @@ import math
 import numpy as np
 
 from ddpm_ref.diffusion import eps_from_x0, predict_x0, q_posterior
-from ddpm_ref.elbo import vlb_term_and_grad
+from ddpm_ref.elbo import l_simple, vlb_term_and_grad
 
 OBJECTIVES = ("simple", "vlb", "hybrid")
 
@@ -50,11 +50,11 @@ def simple_target(sched, x0, xt, t, eps, mean_type):
 
 
 def _mse(target, pred):
-    """Mean over all elements of (target - pred)^2, its gradient wrt pred, per-example means."""
-    diff = pred - target  # (B, ...) float64
-    sq = diff * diff
-    per_example = _mean_per_example(sq)  # (B,)
-    return float(per_example.sum()) / diff.shape[0], diff * (2.0 / diff.size), per_example
+    """Eq. (14)'s mean squared error and its gradient wrt pred (:func:`ddpm_ref.elbo.l_simple`),
+    plus the per-example means over dimensions (for the per-t logs)."""
+    loss, d_pred = l_simple(target, pred)  # mean over all elements, 2 (pred - target) / size
+    diff = pred - target  # (B, ...)
+    return loss, d_pred, _mean_per_example(diff * diff)
 
 
 def _eps_mse(sched, xt, t, eps, mean_out, mean_type, per_example_if_eps):

@@ -133,8 +133,8 @@ def test_objective_simple_is_eq14_l_simple():
     out = rng.standard_normal(x0.shape)
     loss, d, eps_mse = objective_loss(_cfg(), SCHED, x0, xt, t, eps, out)
     ref_loss, ref_d = l_simple(eps, out)
-    assert loss == pytest.approx(ref_loss, rel=1e-12)
-    np.testing.assert_allclose(d, ref_d, rtol=1e-12)
+    assert loss == ref_loss  # the same function, so the same bits
+    np.testing.assert_array_equal(d, ref_d)
     np.testing.assert_allclose(eps_mse, ((eps - out) ** 2).mean(axis=1), rtol=1e-12)
 
 
