@@ -1,10 +1,12 @@
-"""ddpm_ref: a pure-NumPy reference implementation of DDPM (Ho, Jain, Abbeel 2020, arXiv:2006.11239).
+"""ddpm_ref: a pure-NumPy reference implementation of DDPM (Ho, Jain, Abbeel 2020).
 
-Every equation of the paper is a small named function; every gradient is written by hand.
-Read next to the paper: docs/paper_map.md maps each numbered equation to its function.
+Paper: arXiv:2006.11239. Every equation of the paper is a small named function; every gradient
+is written by hand. Read next to the paper: docs/paper_map.md maps each numbered equation to its
+function, test and notebook section.
 """
 
 from ddpm_ref.bound import bound_estimate, bound_terms
+from ddpm_ref.checkpoint import load_checkpoint, save_checkpoint
 from ddpm_ref.diffusion import (
     eps_from_x0,
     mu_from_eps,
@@ -28,6 +30,7 @@ from ddpm_ref.elbo import (
 )
 from ddpm_ref.sampling import ddim_sample, interpolate, sample, sample_from
 from ddpm_ref.schedule import Schedule, make_schedule
+from ddpm_ref.train import NonFiniteLossError, TrainConfig, make_model_fn, train
 
 __version__ = "0.1.0"
 
@@ -57,5 +60,11 @@ __all__ = [
     "sample_from",
     "ddim_sample",
     "interpolate",
+    "TrainConfig",
+    "train",
+    "make_model_fn",
+    "NonFiniteLossError",
+    "save_checkpoint",
+    "load_checkpoint",
     "__version__",
 ]
