@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from ddpm_ref.nn import UNet, blocks, kernels, reference_unet_config
-from ddpm_ref.nn.gradcheck import numerical_grad
+from ddpm_ref.nn.gradcheck import numerical_grad, rel_error
 
 # 8x8 images with 2 channels, 2 levels (8 and 16 channels), attention at 4x4 and in the middle
 TINY = dict(
@@ -32,10 +32,9 @@ def numpy_twins():
     kernels.use_numba(old)
 
 
-def _norm_rel_error(a, b):
-    """||a - b|| / (||a|| + ||b||) over the checked coordinates (see tests/test_mlp.py: the
-    per-entry relative error is dominated by rounding on entries that are tiny by nature)."""
-    return float(np.linalg.norm(a - b) / max(1e-300, np.linalg.norm(a) + np.linalg.norm(b)))
+def _rel(a, b):
+    """Normwise relative error (gradcheck.rel_error), as in tests/test_mlp.py."""
+    return rel_error(a, b, normwise=True)
 
 
 def _random_params(net, rng, dtype=np.float64):
@@ -68,7 +67,7 @@ def _check_keys(net, params, x, t, G, keys, n_coords, seed=7):
         n = size if n_coords is None else min(size, n_coords)
         idx = np.unique(np.linspace(0, size - 1, n).round().astype(np.int64))
         num = numerical_grad(loss, params[k], idx=idx)
-        errors[k] = _norm_rel_error(grads[k].reshape(-1)[idx], num)
+        errors[k] = _rel(grads[k].reshape(-1)[idx], num)
     return errors
 
 
@@ -139,8 +138,8 @@ def test_resblock_temb_shares_add_up(numpy_twins):
     dh, share_b, _ = blocks.resblock_backward(G, cb)
     _, share_a, _ = blocks.resblock_backward(dh, ca)
     num = numerical_grad(loss, temb_act)
-    assert _norm_rel_error(share_a + share_b, num) < 1e-7
-    assert _norm_rel_error(share_a, num) > 1e-2 and _norm_rel_error(share_b, num) > 1e-2
+    assert _rel(share_a + share_b, num) < 1e-7
+    assert _rel(share_a, num) > 1e-2 and _rel(share_b, num) > 1e-2
 
 
 def test_numba_and_numpy_paths_agree():
