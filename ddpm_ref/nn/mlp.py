@@ -9,6 +9,11 @@ features of x as well as of t, follows tanelp's tiny-diffusion.
     eps_theta = h_depth W_out + b_out                # (B, D * out_mult), W_out starts at zero
 
 ``MLP(**reference_mlp_config())`` is BENCHMARKS.md's reference MLP (37,762 parameters).
+
+Fourier features matter for 2D data: after 4,000 steps (batch 256, lr 1e-3, EMA 0.999) the
+squared MMD between 2,000 samples and held-out data was 4x lower with the default 8 frequencies
+(1..8) than without (checkerboard 0.0014 vs 0.0051, swiss roll 0.0013 vs 0.0058); 16
+frequencies up to 32 or 100 did no better (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -60,8 +65,8 @@ class MLPConfig:
     hidden: int = 128  # width of every hidden layer
     depth: int = 3  # number of hidden [Linear, activation] layers
     t_dim: int = 32  # width of the sinusoidal embedding of t (even, >= 4)
-    fourier_freqs: int = 16  # F, Fourier frequencies per coordinate of x; 0 feeds x in raw
-    fourier_max_freq: float = 32.0  # frequencies run geometrically from 1 to this
+    fourier_freqs: int = 8  # F, Fourier frequencies per coordinate of x; 0 feeds x in raw
+    fourier_max_freq: float = 8.0  # frequencies run geometrically from 1 to this
     activation: str = "silu"  # "silu" or "gelu"
     out_mult: int = 1  # 2 doubles the output for learned variances (mean half, v half)
 
