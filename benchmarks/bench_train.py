@@ -189,6 +189,9 @@ def main(args):
         result["torch_steps_per_s"] = 1.0 / statistics.median(peer_t)
         result["torch_steps_per_s_repeats"] = [round(1.0 / s, 3) for s in peer_t]
         result["ratio_ours_over_torch"] = result["steps_per_s"] / result["torch_steps_per_s"]
+        # each repeat of ours is paired with the torch repeat right after it (same load)
+        paired = [p / o for o, p in zip(ours_t, peer_t, strict=True)]
+        result["ratio_paired_median"] = statistics.median(paired)
     if peer_skipped:
         result["peer_skipped"] = peer_skipped
     if args.sample:
