@@ -88,7 +88,15 @@ def reference_unet_config(attention=False) -> dict:
 
 
 class UNet(EpsNetwork):
-    """ε-network for images x of shape (B, C, H, W); see the module docstring for the layout."""
+    """ε-network for images x of shape (B, C, H, W); see the module docstring for the layout.
+
+    Parameter keys: ``temb.{0,1}.{w,b}`` (the time MLP), ``conv_in``, ``down.<i>.res.<j>``,
+    ``down.<i>.attn.<j>``, ``down.<i>.downsample``, ``mid.res.{0,1}``, ``mid.attn``,
+    ``up.<i>.res.<j>``, ``up.<i>.attn.<j>``, ``up.<i>.upsample``, ``out.norm``, ``out.conv``,
+    with level i = 0 at full resolution; each block's keys are listed in :mod:`blocks`
+    (``.norm1.gamma``, ``.conv1.w``, ``.temb.w``, ``.skip.w``, ``.qkv.w`` ...). ``net.plan`` is
+    the list of steps forward runs.
+    """
 
     def __init__(self, **config):
         self.config = UNetConfig(**config)
