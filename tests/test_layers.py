@@ -78,6 +78,9 @@ CONV_CASES = [  # (N, C, H, W, F, k, stride, pad)
     (2, 2, 7, 5, 3, 3, 2, 1),  # stride 2 on odd sizes
     (2, 4, 5, 5, 3, 1, 1, 0),  # 1x1 skip projection
     (1, 2, 6, 5, 3, 4, 3, 2),  # even kernel, stride 3, pad 2
+    (2, 5, 6, 5, 2, 3, 1, None),  # F < C: dx by the transposed convolution
+    (1, 3, 5, 6, 2, 4, 1, 1),  # F < C with an even kernel, output smaller than input
+    (2, 3, 5, 5, 2, 1, 2, 0),  # strided 1x1 (not the 1x1 fast path)
 ]
 
 
