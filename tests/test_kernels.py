@@ -116,3 +116,20 @@ def test_switch_selects_twins(rng, monkeypatch):
         K.use_numba(was)
     assert calls == ["im2col_numba", "im2col_numpy"]
     assert rel_error(out_nb, out_np) < TWIN_TOL
+
+
+def test_silu_kernels_match_twins(rng):
+    x, dout = rng.standard_normal(101) * 4, rng.standard_normal(101)
+    res = {}
+    for name, fwd, bwd in [
+        ("nb", K.silu_fwd_numba, K.silu_bwd_numba),
+        ("np", K.silu_fwd_numpy, K.silu_bwd_numpy),
+    ]:
+        t, out, dx = np.tanh(x / 2), np.empty(101), np.empty(101)
+        fwd(x, t, out)
+        bwd(dout, x, t, dx)
+        res[name] = (t, out, dx)
+    for a, b in zip(res["nb"], res["np"], strict=True):
+        assert rel_error(a, b) < TWIN_TOL
+    # and the forward is x sigma(x)
+    assert rel_error(res["nb"][1], x / (1 + np.exp(-x))) < 1e-12

@@ -316,6 +316,38 @@ def groupnorm_bwd_numpy(dout, x, gamma, mean, rstd, G, dx, dgamma_n, dbeta_n):
 
 
 # ----------------------------------------------------------------------------------------------
+# SiLU, elementwise on flat arrays. The transcendental, t = tanh(x / 2), comes from NumPy (SIMD,
+# ~50x faster than Numba's scalar libm call); sigma(x) = (1 + t) / 2 never overflows.
+
+
+@njit(parallel=True, cache=True)
+def silu_fwd_numba(x, t, out):
+    for i in prange(x.shape[0]):
+        s = 0.5 + 0.5 * t[i]  # sigma(x)
+        t[i] = s
+        out[i] = x[i] * s
+
+
+def silu_fwd_numpy(x, t, out):
+    """NumPy twin of :func:`silu_fwd_numba`: t = tanh(x/2) becomes sigma(x); out = x sigma(x)."""
+    t *= 0.5
+    t += 0.5
+    np.multiply(x, t, out=out)
+
+
+@njit(parallel=True, cache=True)
+def silu_bwd_numba(dout, x, sig, dx):
+    for i in prange(x.shape[0]):
+        s = sig[i]
+        dx[i] = dout[i] * (s * (1.0 + x[i] * (1.0 - s)))
+
+
+def silu_bwd_numpy(dout, x, sig, dx):
+    """NumPy twin of :func:`silu_bwd_numba`: dx = dout sigma (1 + x (1 - sigma))."""
+    np.multiply(dout, sig * (1.0 + x * (1.0 - sig)), out=dx)
+
+
+# ----------------------------------------------------------------------------------------------
 # Dispatchers used by the layers
 
 
@@ -335,3 +367,5 @@ fm_to_mf_bias = _pick("fm_to_mf_bias")
 mf_to_fm = _pick("mf_to_fm")
 groupnorm_fwd = _pick("groupnorm_fwd")
 groupnorm_bwd = _pick("groupnorm_bwd")
+silu_fwd = _pick("silu_fwd")
+silu_bwd = _pick("silu_bwd")

@@ -24,6 +24,7 @@ import math
 
 import numpy as np
 
+from ddpm_ref.nn import kernels
 from ddpm_ref.nn._checks import check_array, check_same_dtype
 
 # ----------------------------------------------------------------------------------------------
@@ -70,13 +71,8 @@ def linear_backward(dout, cache):
 # Activations
 
 
-def _sigmoid(x):
-    # sigma(x) = (1 + tanh(x/2)) / 2: no overflow for large |x| in either dtype
-    return 0.5 * (1.0 + np.tanh(0.5 * x))
-
-
 def silu_forward(x):
-    r"""SiLU (swish) activation, out = x sigma(x).
+    r"""SiLU (swish) activation, out = x sigma(x), with sigma(x) = (1 + tanh(x/2)) / 2.
 
     Args:
         x: any shape, float32 or float64.
@@ -85,8 +81,12 @@ def silu_forward(x):
         cache: (x, sigma(x)).
     """
     check_array("x", x)
-    sig = _sigmoid(x)
-    return x * sig, (x, sig)
+    x = np.ascontiguousarray(x)
+    t = np.multiply(x, 0.5)
+    np.tanh(t, out=t)  # NumPy's SIMD tanh; the kernel turns it into sigma(x) in place
+    out = np.empty_like(x)
+    kernels.silu_fwd(x.reshape(-1), t.reshape(-1), out.reshape(-1))
+    return out, (x, t)
 
 
 def silu_backward(dout, cache):
@@ -97,7 +97,11 @@ def silu_backward(dout, cache):
     """
     x, sig = cache
     check_array("dout", dout, shape=x.shape)
-    return dout * (sig * (1.0 + x * (1.0 - sig)))
+    check_same_dtype(x, dout=dout)
+    dout = np.ascontiguousarray(dout)
+    dx = np.empty_like(x)
+    kernels.silu_bwd(dout.reshape(-1), x.reshape(-1), sig.reshape(-1), dx.reshape(-1))
+    return dx
 
 
 _GELU_C = math.sqrt(2.0 / math.pi)
