@@ -6,8 +6,10 @@ the environment (``DDPM_REF_NUMPY=1`` selects the twins). Twins agree with kerne
 (relative error < 1e-10 in float64); the kernels exist only for speed.
 
 Rules for kernels (STYLE.md): nopython, ``cache=True``, ``fastmath=False``, no globals, ``prange``
-only over an axis whose iterations write disjoint outputs (here always the image axis n). Kernels
-compile lazily, once per dtype (float32 for training, float64 for checks).
+only over an axis whose iterations write disjoint outputs (images, channels, or the flat index of
+an elementwise kernel). Kernels
+compile lazily, once per dtype (float32 for training, float64 for checks). Importing this module
+selects Numba's "workqueue" threading layer unless NUMBA_THREADING_LAYER is set (see below).
 
 Convolution layout ("column" layout of Caffe's im2col, with the image axis inside): for a chunk of m
 images, ``cols`` has shape (C k k, m, Ho Wo) and row r = (c k + di) k + dj holds the input plane c
@@ -19,8 +21,16 @@ from __future__ import annotations
 
 import os
 
+import numba
 import numpy as np
 from numba import njit, prange
+
+# Numba's default OpenMP threading layer spin-waits after each parallel region, fighting
+# OpenBLAS's threads for the cores between every im2col and its matmul (on a shared 2-core
+# machine a conv layer slowed down more than 100x). The workqueue layer sleeps instead. A
+# choice made through the NUMBA_THREADING_LAYER environment variable is respected.
+if "NUMBA_THREADING_LAYER" not in os.environ:
+    numba.config.THREADING_LAYER = "workqueue"
 
 _state = {"numba": os.environ.get("DDPM_REF_NUMPY", "0") != "1"}
 
