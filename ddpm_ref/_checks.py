@@ -84,6 +84,13 @@ def check_t(sched, t, B: int | None = None, t_min: int = 1) -> np.ndarray:
     return t.astype(np.int64, copy=False)
 
 
+def check_rng(rng) -> np.random.Generator:
+    """rng must be an explicit np.random.Generator (no global seeding anywhere)."""
+    if not isinstance(rng, np.random.Generator):
+        raise ValueError(f"rng: expected a np.random.Generator, got {type(rng).__name__}")
+    return rng
+
+
 def check_choice(name: str, value, choices: tuple) -> str:
     """``value`` if it is one of ``choices``, else a ValueError naming ``name``."""
     if value not in choices:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ddpm_ref._checks import check_x
+from ddpm_ref._checks import check_choice, check_rng, check_x
 from ddpm_ref.diffusion import _predict_x0, _split_output, eps_from_x0, q_sample
 from ddpm_ref.elbo import DECODERS, _check_on_grid, prior_kl, vlb_term
 
@@ -47,8 +47,7 @@ def bound_terms(sched, model_fn, x0, rng, variance="fixedlarge", clip_x0=False,
         _check_on_grid(x0)
     elif decoder not in DECODERS:
         raise ValueError(f"decoder: expected one of {DECODERS}, got {decoder!r}")
-    if not isinstance(rng, np.random.Generator):
-        raise ValueError(f"rng: expected a np.random.Generator, got {type(rng).__name__}")
+    check_rng(rng)
     T, B = sched.T, x0.shape[0]
     chunk = _default_chunk(sched, x0) if t_chunk is None else int(t_chunk)
     if chunk < 1:
@@ -88,6 +87,8 @@ def bound_estimate(sched, model_fn, x0, rng, variance="fixedlarge", clip_x0=Fals
     one x_t ~ q(x_t | x_0): E_t[T L_{t-1}] = sum_t L_{t-1}.
     """
     x0 = check_x("x0", x0)
+    check_rng(rng)
+    check_choice("decoder", decoder, DECODERS)
     B = x0.shape[0]
     t = rng.integers(1, sched.T + 1, size=B)  # (B,)
     eps = rng.standard_normal(x0.shape)

@@ -141,3 +141,13 @@ def test_bound_terms_progress_bar_changes_nothing(capsys):
                        progress=True)
     np.testing.assert_array_equal(quiet["total"], loud["total"])
     assert "bound_terms" in capsys.readouterr().err
+
+
+def test_bound_estimate_rejects_bad_rng_and_decoder():
+    sched = make_schedule("linear", 10)
+    x0 = np.zeros((2, 3))
+    zero = lambda xt, t: np.zeros_like(xt)
+    with pytest.raises(ValueError, match="rng"):
+        bound_estimate(sched, zero, x0, rng=0, decoder="gaussian")
+    with pytest.raises(ValueError, match="decoder"):
+        bound_estimate(sched, zero, x0, np.random.default_rng(0), decoder="laplace")
