@@ -192,8 +192,8 @@ def col2im_numpy(dcols, k, stride, pad, dx):
 @njit(parallel=True, cache=True)
 def fm_to_mf_bias_numba(res, b, out):
     F, m, P = res.shape
-    for n in prange(m):
-        for f in range(F):
+    for f in prange(F):  # chunks are often a single image: parallel over channels
+        for n in range(m):
             for p in range(P):
                 out[n, f, p] = res[f, n, p] + b[f]
 
@@ -206,8 +206,8 @@ def fm_to_mf_bias_numpy(res, b, out):
 @njit(parallel=True, cache=True)
 def mf_to_fm_numba(a, out):
     m, F, P = a.shape
-    for n in prange(m):
-        for f in range(F):
+    for f in prange(F):
+        for n in range(m):
             for p in range(P):
                 out[f, n, p] = a[n, f, p]
 
