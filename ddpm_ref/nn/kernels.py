@@ -114,14 +114,11 @@ def im2col_numba(x, k, stride, pad, cols):
                         _zero(dst[hi:])
                         _zero_pad_columns(dst, i0, i1, j0, j1, W)
                     else:
-                        _zero(dst[: i0 * Wo])
-                        _zero(dst[i1 * Wo :])
-                        jx = j0 * stride + dj - pad  # first input column read
+                        _zero(dst)
                         for i in range(i0, i1):
-                            row = dst[i * Wo : (i + 1) * Wo]
-                            _zero(row[:j0])
-                            _zero(row[j1:])
-                            _copy(row[j0:j1], x[n, c, i * stride + di - pad, jx::stride])
+                            srow = x[n, c, i * stride + di - pad]  # (W,) input row read
+                            for j in range(j0, j1):
+                                dst[i * Wo + j] = srow[j * stride + dj - pad]
 
 
 def im2col_numpy(x, k, stride, pad, cols):
@@ -163,10 +160,10 @@ def col2im_numba(dcols, k, stride, pad, dx):
                         _zero_pad_columns(src, i0, i1, j0, j1, W)
                         _add(plane[lo + shift : hi + shift], src[lo:hi])
                     else:
-                        jx = j0 * stride + dj - pad  # first input column written
                         for i in range(i0, i1):
-                            row = plane[(i * stride + di - pad) * W :][jx::stride]
-                            _add(row[: j1 - j0], src[i * Wo + j0 : i * Wo + j1])
+                            base = (i * stride + di - pad) * W + dj - pad  # >= 0 for j >= j0
+                            for j in range(j0, j1):
+                                plane[base + j * stride] += src[i * Wo + j]
 
 
 def col2im_numpy(dcols, k, stride, pad, dx):
