@@ -19,7 +19,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import linalg
 
 from ddpm_ref.nn.layers import linear_backward, linear_forward, silu_backward, silu_forward
 from ddpm_ref.optim import adam_init, adam_update
@@ -193,9 +192,14 @@ def frechet_distance(feat_a, feat_b) -> float:
     mu_a, mu_b = a.mean(axis=0), b.mean(axis=0)
     s_a = np.atleast_2d(np.cov(a, rowvar=False))  # (d, d), also for d = 1
     s_b = np.atleast_2d(np.cov(b, rowvar=False))
-    covmean = linalg.sqrtm(s_a @ s_b)
-    covmean = np.real(covmean)  # tiny imaginary parts from round-off
-    d2 = np.sum((mu_a - mu_b) ** 2) + np.trace(s_a) + np.trace(s_b) - 2.0 * np.trace(covmean)
+    # tr (S_a S_b)^{1/2} = sum_i sqrt(lambda_i), lambda_i the eigenvalues of the symmetric PSD
+    # matrix S_a^{1/2} S_b S_a^{1/2} (similar to S_a S_b); stays exact when fewer examples than
+    # features make the covariances singular (where a general matrix square root struggles)
+    w, v = np.linalg.eigh(s_a)
+    root_a = (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T  # S_a^{1/2}
+    lam = np.linalg.eigvalsh(root_a @ s_b @ root_a)
+    tr_covmean = np.sum(np.sqrt(np.clip(lam, 0.0, None)))
+    d2 = np.sum((mu_a - mu_b) ** 2) + np.trace(s_a) + np.trace(s_b) - 2.0 * tr_covmean
     return float(max(d2, 0.0))
 
 

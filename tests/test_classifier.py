@@ -106,3 +106,20 @@ def test_sample_quality_flags_copies_of_training_digits():
     assert sum(rep["class_counts"]) == 10
     with pytest.raises(ValueError, match="^images:"):
         sample_quality(x_te[:5].astype(np.float32))
+
+
+def test_frechet_distance_with_fewer_examples_than_features_matches_sqrtm():
+    from scipy import linalg
+
+    rng = np.random.default_rng(5)
+    a, b = rng.standard_normal((6, 10)), rng.standard_normal((7, 10)) + 0.2
+    s_a, s_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)  # singular (rank 5 and 6)
+    with np.errstate(all="ignore"):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            root = np.real(linalg.sqrtm(s_a @ s_b))
+    want = (np.sum((a.mean(0) - b.mean(0)) ** 2) + np.trace(s_a) + np.trace(s_b)
+            - 2 * np.trace(root))
+    assert frechet_distance(a, b) == pytest.approx(want, rel=1e-6)
