@@ -44,3 +44,10 @@ def test_main_rejects_an_unknown_row(capsys):
 
 def test_config_defaults_are_serialisable():
     json.dumps(Table2Config().__dict__)
+
+
+def test_markdown_table_escapes_the_pipes_of_norm_bars():
+    r = dict(label="||a - b||^2", paper_fid=None, frechet=1.0, confident=0.5,
+             bits_per_dim=2.0, train_s=3.0)
+    line = markdown_table([r]).splitlines()[-1]
+    assert line.replace("\\|", "").count("|") == 7  # 6 cells, 7 separators

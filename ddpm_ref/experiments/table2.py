@@ -151,7 +151,8 @@ def markdown_table(results, frechet_floor=None) -> str:
              "| train s |", "|---|---|---|---|---|---|"]
     for r in results:
         fr = "diverged" if r.get("diverged") else _fmt(r.get("frechet"), ".1f")
-        lines.append(f"| {r['label']} | {_fmt(r['paper_fid'], '.2f')} | {fr} | "
+        label = r["label"].replace("|", "\\|")  # a literal | would split the cell
+        lines.append(f"| {label} | {_fmt(r['paper_fid'], '.2f')} | {fr} | "
                      f"{_fmt(r.get('confident'), '.0%')} | {_fmt(r.get('bits_per_dim'), '.3f')} | "
                      f"{r['train_s']:.0f} |")
     if frechet_floor is not None:
