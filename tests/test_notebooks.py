@@ -35,7 +35,8 @@ def test_every_equation_and_algorithm_has_a_section():
         for a, b in re.findall(r"\((\d+)\)\s*[-\u2013]\s*\((\d+)\)", h):
             eqs |= set(range(int(a), int(b) + 1))
     algs = {int(m) for h in heads for m in re.findall(r"Algorithm (\d)", h)}
-    assert set(range(1, 15)) - eqs == set(), f"equations without a section: {set(range(1, 15)) - eqs}"
+    missing = set(range(1, 15)) - eqs
+    assert missing == set(), f"equations without a section: {sorted(missing)}"
     assert {1, 2} - algs == set(), f"algorithms without a section: {({1, 2} - algs)}"
 
 

@@ -79,7 +79,7 @@ def run_row(row, cfg: Table2Config, classifier=None, progress=False) -> dict:
     from ddpm_ref.evaluate import bound_report
     from ddpm_ref.mnist_eval import held_out_digits
     from ddpm_ref.sampling import sample
-    from ddpm_ref.train import TrainConfig, make_model_fn, train
+    from ddpm_ref.train import NonFiniteLossError, TrainConfig, make_model_fn, train
 
     spec = get_dataset("mnist14")
     sched, _ = scaled_schedule("linear", cfg.T)
@@ -94,7 +94,7 @@ def run_row(row, cfg: Table2Config, classifier=None, progress=False) -> dict:
         state, history = train(net, sched, data, tcfg, rng=np.random.default_rng(cfg.seed),
                                progress=progress)
         diverged = False
-    except RuntimeError as e:  # NonFiniteLossError: report the row as unstable
+    except NonFiniteLossError as e:  # report the row as unstable
         state, history, diverged = getattr(e, "state", None), [], True
     train_s = time.perf_counter() - t0
     res = {"name": row["name"], "label": row["label"], "paper_fid": row["paper_fid"],
