@@ -19,11 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from ddpm_ref.nn._checks import check_array, check_same_dtype
-
-
-def _sum_nmatmul(a, b):
-    """sum_n a[n] @ b[n]^T for a (N, M, P), b (N, K, P) -> (M, K), by one BLAS call."""
-    return np.tensordot(a, b, axes=([0, 2], [0, 2]))
+from ddpm_ref.nn.conv import conv2d_backward, conv2d_forward
 
 
 def attention_forward(x, w_qkv, b_qkv, w_out, b_out):
@@ -35,7 +31,8 @@ def attention_forward(x, w_qkv, b_qkv, w_out, b_out):
         w_out: (C, C). b_out: (C,).
     Returns:
         out: (N, C, H, W).
-        cache: (x, q, k, v, A, h, w_qkv, w_out) with q, k, v, h (N, C, P) and A (N, P, P).
+        cache: (q, k, v, A, h, c_qkv, c_out) with q, k, v, h (N, C, P), A (N, P, P) and the
+        caches of the two 1x1 convolutions.
     """
     check_array("x", x, ndim=4)
     N, C, H, W = x.shape
@@ -44,8 +41,10 @@ def attention_forward(x, w_qkv, b_qkv, w_out, b_out):
     check_array("w_out", w_out, shape=(C, C))
     check_array("b_out", b_out, shape=(C,))
     check_same_dtype(x, w_qkv=w_qkv, b_qkv=b_qkv, w_out=w_out, b_out=b_out)
-    X = x.reshape(N, C, H * W)  # (N, C, P)
-    qkv = np.matmul(w_qkv, X) + b_qkv[:, None]  # (N, 3C, P)
+    P = H * W
+    # the projections are 1x1 convolutions (one large matmul, not N small ones)
+    qkv, c_qkv = conv2d_forward(x, w_qkv.reshape(3 * C, C, 1, 1), b_qkv, pad=0)  # (N, 3C, H, W)
+    qkv = qkv.reshape(N, 3 * C, P)
     q, k, v = qkv[:, :C], qkv[:, C : 2 * C], qkv[:, 2 * C :]  # (N, C, P) each
     scale = x.dtype.type(1.0 / np.sqrt(C))
     S = np.matmul(q.transpose(0, 2, 1), k) * scale  # (N, P, P): S[n, i, j] = q_i . k_j / sqrt(C)
@@ -53,8 +52,8 @@ def attention_forward(x, w_qkv, b_qkv, w_out, b_out):
     A = np.exp(S)
     A /= A.sum(axis=2, keepdims=True)  # (N, P, P), rows sum to 1
     h = np.matmul(v, A.transpose(0, 2, 1))  # (N, C, P)
-    out = np.matmul(w_out, h) + b_out[:, None]  # (N, C, P)
-    return out.reshape(N, C, H, W), (x, q, k, v, A, h, w_qkv, w_out)
+    out, c_out = conv2d_forward(h.reshape(N, C, H, W), w_out.reshape(C, C, 1, 1), b_out, pad=0)
+    return out, (q, k, v, A, h, c_qkv, c_out)
 
 
 def attention_backward(dout, cache):
@@ -66,15 +65,13 @@ def attention_backward(dout, cache):
     Returns:
         dx (N, C, H, W), dw_qkv (3C, C), db_qkv (3C,), dw_out (C, C), db_out (C,).
     """
-    x, q, k, v, A, h, w_qkv, w_out = cache
-    check_array("dout", dout, shape=x.shape)
-    check_same_dtype(x, dout=dout)
-    N, C, H, W = x.shape
-    scale = x.dtype.type(1.0 / np.sqrt(C))
-    d3 = dout.reshape(N, C, H * W)  # (N, C, P)
-    dw_out = _sum_nmatmul(d3, h)  # (C, C)
-    db_out = d3.sum(axis=(0, 2))  # (C,)
-    dh = np.matmul(w_out.T, d3)  # (N, C, P)
+    q, k, v, A, h, c_qkv, c_out = cache
+    N, C, P = h.shape
+    check_array("dout", dout, shape=c_out[0].shape)
+    check_same_dtype(h, dout=dout)
+    scale = h.dtype.type(1.0 / np.sqrt(C))
+    dh, dw_out, db_out = conv2d_backward(dout, c_out)
+    dh = dh.reshape(N, C, P)  # (N, C, P)
     dv = np.matmul(dh, A)  # (N, C, P): dv_j = sum_i A[i, j] dh_i
     dA = np.matmul(dh.transpose(0, 2, 1), v)  # (N, P, P): dA[i, j] = dh_i . v_j
     # softmax backward, row by row: dS = A (dA - sum_j dA A)
@@ -82,7 +79,7 @@ def attention_backward(dout, cache):
     dq = np.matmul(k, dS.transpose(0, 2, 1)) * scale  # (N, C, P)
     dk = np.matmul(q, dS) * scale  # (N, C, P)
     dqkv = np.concatenate([dq, dk, dv], axis=1)  # (N, 3C, P)
-    dw_qkv = _sum_nmatmul(dqkv, x.reshape(N, C, H * W))  # (3C, C)
-    db_qkv = dqkv.sum(axis=(0, 2))  # (3C,)
-    dx = np.matmul(w_qkv.T, dqkv)  # (N, C, P)
-    return dx.reshape(N, C, H, W), dw_qkv, db_qkv, dw_out, db_out
+    x_shape = c_qkv[0].shape  # (N, C, H, W)
+    dqkv = dqkv.reshape(N, 3 * C, x_shape[2], x_shape[3])
+    dx, dw_qkv, db_qkv = conv2d_backward(dqkv, c_qkv)
+    return dx, dw_qkv.reshape(3 * C, C), db_qkv, dw_out.reshape(C, C), db_out
