@@ -322,6 +322,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _is_2d_job(args) -> bool:
+    """demo, or train on a 2-D data set: small matrices, one BLAS thread (see ddpm_ref/_threads)."""
+    if args.command == "demo":
+        return True
+    if args.command == "train" and args.dataset in DATASETS:
+        return DATASETS[args.dataset].image_size == 0
+    return False
+
+
 def main(argv=None) -> int:
     """Run the command line; returns the exit status (0 ok, 1 training diverged, 2 bad input)."""
     parser = build_parser()
@@ -345,6 +354,11 @@ def main(argv=None) -> int:
     from ddpm_ref.train import NonFiniteLossError
 
     try:
+        if _is_2d_job(args):
+            from ddpm_ref._threads import single_blas_thread
+
+            with single_blas_thread():
+                return args.func(args)
         return args.func(args)
     except CLIError as e:
         print(f"ddpm-ref {args.command}: error: {' '.join(str(e).split())}", file=sys.stderr)

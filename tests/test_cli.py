@@ -170,3 +170,19 @@ def test_images_train_sample_and_evaluate(capsys, tmp_path):
     rep = json.loads(out)
     assert code == 0 and rep["bits_per_dim"] == pytest.approx(
         rep["total"] / (14 * 14 * np.log(2.0)), rel=1e-12)
+
+
+def test_2d_jobs_run_with_one_blas_thread():
+    """The demo and 2-D training limit BLAS to one thread; image training keeps the default."""
+    from threadpoolctl import threadpool_info
+
+    from ddpm_ref._threads import single_blas_thread
+    from ddpm_ref.cli import _is_2d_job, build_parser
+
+    parser = build_parser()
+    assert _is_2d_job(parser.parse_args(["demo"]))
+    assert _is_2d_job(parser.parse_args(["train", "--dataset", "moons"]))
+    assert not _is_2d_job(parser.parse_args(["train", "--dataset", "mnist"]))
+    with single_blas_thread():
+        blas = [i for i in threadpool_info() if i["user_api"] == "blas"]
+        assert blas and all(i["num_threads"] == 1 for i in blas)
