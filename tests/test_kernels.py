@@ -133,3 +133,14 @@ def test_silu_kernels_match_twins(rng):
         assert rel_error(a, b) < TWIN_TOL
     # and the forward is x sigma(x)
     assert rel_error(res["nb"][1], x / (1 + np.exp(-x))) < 1e-12
+
+
+def test_kernels_reject_mismatched_shapes():
+    # kernels run without bounds checks, so each checks its shapes before writing
+    x = np.ones((2, 3, 5, 5))
+    with pytest.raises(ValueError, match="shapes do not match"):
+        K.im2col_numba(x, 3, 1, 1, np.empty((27, 3, 25)))  # m = 3 != 2
+    with pytest.raises(ValueError, match="shapes do not match"):
+        K.fm_to_mf_bias_numba(np.ones((3, 4, 5)), np.ones(3), np.empty((3, 3, 5)))
+    with pytest.raises(ValueError, match="shapes do not match"):
+        K.silu_fwd_numba(np.ones(5), np.ones(5), np.empty(4))

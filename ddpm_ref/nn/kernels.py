@@ -45,14 +45,19 @@ def numba_enabled() -> bool:
     return _state["numba"]
 
 
+@njit(cache=True)
 def _valid_range(n_out, n_in, stride, offset):
-    """Output indices j in [j0, j1) whose input index j stride + offset lies in [0, n_in)."""
+    # output indices j in [j0, j1) whose input index j stride + offset lies in [0, n_in)
     j0 = 0 if offset >= 0 else (-offset + stride - 1) // stride
     j1 = (n_in - 1 - offset) // stride + 1 if n_in - 1 - offset >= 0 else 0
     return j0, max(j0, min(n_out, j1))
 
 
-_valid_range_nb = njit(cache=True)(_valid_range)
+@njit(cache=True)
+def _expect(ok):
+    # kernels run without bounds checks: a shape mismatch would write out of bounds
+    if not ok:
+        raise ValueError("kernel arguments: shapes do not match (see the kernel's twin)")
 
 
 # 1-D helpers. Looping over views from index 0 lets Numba drop its negative-index checks and
@@ -96,13 +101,14 @@ def im2col_numba(x, k, stride, pad, cols):
     m, C, H, W = x.shape
     Ho = (H + 2 * pad - k) // stride + 1
     Wo = (W + 2 * pad - k) // stride + 1
+    _expect(cols.shape == (C * k * k, m, Ho * Wo))
     for c in prange(C):  # channel c writes rows c k k .. (c + 1) k k - 1 only
         for n in range(m):
             src = x[n, c].reshape(H * W)  # the input plane, flat
             for di in range(k):
-                i0, i1 = _valid_range_nb(Ho, H, stride, di - pad)
+                i0, i1 = _valid_range(Ho, H, stride, di - pad)
                 for dj in range(k):
-                    j0, j1 = _valid_range_nb(Wo, W, stride, dj - pad)
+                    j0, j1 = _valid_range(Wo, W, stride, dj - pad)
                     dst = cols[(c * k + di) * k + dj, n]  # (Ho Wo,)
                     if stride == 1 and Wo == W:
                         # "same" convolution: the plane shifted by (di - pad) W + (dj - pad),
@@ -144,14 +150,15 @@ def col2im_numba(dcols, k, stride, pad, dx):
     m, C, H, W = dx.shape
     Ho = (H + 2 * pad - k) // stride + 1
     Wo = (W + 2 * pad - k) // stride + 1
+    _expect(dcols.shape == (C * k * k, m, Ho * Wo))
     for c in prange(C):  # channel c writes the planes dx[:, c] only
         for n in range(m):
             plane = dx[n, c].reshape(H * W)  # flat
             _zero(plane)
             for di in range(k):
-                i0, i1 = _valid_range_nb(Ho, H, stride, di - pad)
+                i0, i1 = _valid_range(Ho, H, stride, di - pad)
                 for dj in range(k):
-                    j0, j1 = _valid_range_nb(Wo, W, stride, dj - pad)
+                    j0, j1 = _valid_range(Wo, W, stride, dj - pad)
                     src = dcols[(c * k + di) * k + dj, n]  # (Ho Wo,)
                     if stride == 1 and Wo == W:
                         # add the shifted plane back in one contiguous add (see im2col)
@@ -189,6 +196,7 @@ def col2im_numpy(dcols, k, stride, pad, dx):
 @njit(parallel=True, cache=True)
 def fm_to_mf_bias_numba(res, b, out):
     F, m, P = res.shape
+    _expect(out.shape == (m, F, P) and b.shape[0] == F)
     for f in prange(F):  # chunks are often a single image: parallel over channels
         for n in range(m):
             for p in range(P):
@@ -203,6 +211,7 @@ def fm_to_mf_bias_numpy(res, b, out):
 @njit(parallel=True, cache=True)
 def mf_to_fm_numba(a, out):
     m, F, P = a.shape
+    _expect(out.shape == (F, m, P))
     for f in prange(F):
         for n in range(m):
             for p in range(P):
@@ -251,6 +260,8 @@ def _dot4(a, b, mu):
 @njit(parallel=True, cache=True)
 def groupnorm_fwd_numba(x, gamma, beta, G, eps, out, mean, rstd):
     N, C, P = x.shape
+    _expect(out.shape == x.shape and mean.shape == rstd.shape == (N, G) and C % G == 0)
+    _expect(gamma.shape[0] == C and beta.shape[0] == C)
     cg = C // G
     L = cg * P
     for n in prange(N):
@@ -282,6 +293,8 @@ def groupnorm_fwd_numpy(x, gamma, beta, G, eps, out, mean, rstd):
 @njit(parallel=True, cache=True)
 def groupnorm_bwd_numba(dout, x, gamma, mean, rstd, G, dx, dgamma_n, dbeta_n):
     N, C, P = x.shape
+    _expect(dout.shape == x.shape and dx.shape == x.shape and rstd.shape == mean.shape == (N, G))
+    _expect(dgamma_n.shape == dbeta_n.shape == (N, C) and gamma.shape[0] == C and C % G == 0)
     cg = C // G
     L = cg * P
     for n in prange(N):
@@ -329,6 +342,7 @@ def groupnorm_bwd_numpy(dout, x, gamma, mean, rstd, G, dx, dgamma_n, dbeta_n):
 
 @njit(parallel=True, cache=True)
 def silu_fwd_numba(x, t, out):
+    _expect(t.shape == x.shape and out.shape == x.shape)
     for i in prange(x.shape[0]):
         s = 0.5 + 0.5 * t[i]  # sigma(x)
         t[i] = s
@@ -344,6 +358,7 @@ def silu_fwd_numpy(x, t, out):
 
 @njit(parallel=True, cache=True)
 def silu_bwd_numba(dout, x, sig, dx):
+    _expect(dout.shape == x.shape and sig.shape == x.shape and dx.shape == x.shape)
     for i in prange(x.shape[0]):
         s = sig[i]
         dx[i] = dout[i] * (s * (1.0 + x[i] * (1.0 - s)))
