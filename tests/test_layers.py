@@ -2,10 +2,12 @@
 passes against naive definitions, dtypes, gradient accumulation and bad-input errors."""
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 
+from ddpm_ref.nn import _parallel, conv
 from ddpm_ref.nn import layers as L
 from ddpm_ref.nn.gradcheck import check_layer, numerical_grad, rel_error
 
@@ -112,8 +114,6 @@ def test_conv2d_grad(rng, case):
 
 
 def test_conv2d_chunking_changes_nothing(rng, monkeypatch):
-    from ddpm_ref.nn import conv
-
     x, w, b = (
         rng.standard_normal((5, 3, 6, 6)),
         rng.standard_normal((4, 3, 3, 3)),
@@ -122,11 +122,24 @@ def test_conv2d_chunking_changes_nothing(rng, monkeypatch):
     dout = rng.standard_normal((5, 4, 6, 6))
     out, cache = L.conv2d_forward(x, w, b)
     grads = L.conv2d_backward(dout, cache)
-    monkeypatch.setattr(conv, "CHUNK_BYTES", 1)  # one image per chunk, last chunk partial
+    monkeypatch.setattr(conv, "CHUNK_BYTES", 1)  # one image per chunk
     out1, cache1 = L.conv2d_forward(x, w, b)
     grads1 = L.conv2d_backward(dout, cache1)
     assert rel_error(out, out1) < 1e-12
     assert max(rel_error(g, g1) for g, g1 in zip(grads, grads1, strict=True)) < 1e-12
+    monkeypatch.setattr(conv, "CHUNK_BYTES", 1 << 30)  # ... or all of them in one
+    monkeypatch.setitem(_parallel._state, "n", 1)  # in the calling thread, no workers
+    out1, cache1 = L.conv2d_forward(x, w, b)
+    grads1 = L.conv2d_backward(dout, cache1)
+    assert rel_error(out, out1) < 1e-12
+    assert max(rel_error(g, g1) for g, g1 in zip(grads, grads1, strict=True)) < 1e-12
+
+
+def test_parallel_ranges_cover_the_batch(monkeypatch):
+    monkeypatch.setitem(_parallel._state, "n", 3)
+    monkeypatch.setitem(_parallel._state, "pool", ThreadPoolExecutor(3))
+    assert _parallel.map_ranges(lambda a, z: (a, z), 7) == [(0, 2), (2, 5), (5, 7)]
+    assert _parallel.map_ranges(lambda a, z: (a, z), 2) == [(0, 1), (1, 2)]  # fewer images
 
 
 def test_groupnorm_forward_normalises_groups(rng):

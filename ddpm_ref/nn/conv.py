@@ -14,20 +14,20 @@ and the backward pass is two matmuls and the adjoint of im2col:
 
 (dout2 is dout with the image and channel axes swapped, (F, m Ho Wo).)
 
-Images are processed in chunks of about ``CHUNK_BYTES`` of cols. The size is a measured
-compromise (batch 64, 2 threads, the reference U-Net's shapes): smaller chunks keep cols in cache
-but make many small matmuls, which OpenBLAS parallelises poorly; the whole batch at once costs 9x
-the input in memory traffic, and buffers over 32 MB are fresh mmaps that page-fault on every call.
+The batch is split into one contiguous range of images per core (:mod:`._parallel`); each
+worker thread processes its range in chunks of about ``CHUNK_BYTES`` of cols, small enough to stay
+in its core's cache, with single-threaded matmuls. Unrolling the whole batch at once would cost 9x
+the input in memory traffic; splitting each matmul over the cores costs a fork/join per chunk.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ddpm_ref.nn import kernels
+from ddpm_ref.nn import _parallel, kernels
 from ddpm_ref.nn._checks import check_array, check_same_dtype
 
-CHUNK_BYTES = 16 << 20  # target size of one chunk's cols buffer
+CHUNK_BYTES = 2 << 20  # target size of one chunk's cols buffer, per worker thread
 
 
 def _chunk_size(N, bytes_per_image):
@@ -74,25 +74,30 @@ def conv2d_forward(x, w, b, stride=1, pad=None):
         raise ValueError(f"x: spatial size {(H, W)} too small for k={k}, pad={pad}")
 
     x = np.ascontiguousarray(x)
-    # (1x1 convolutions too: a matmul per image, np.matmul(w, x), would make N small BLAS calls,
-    # which multithreaded OpenBLAS runs ~10x slower than a few large ones on a busy machine)
+    # (1x1 convolutions too: it beats np.matmul(w, x), N small multithreaded BLAS calls)
     return _forward_im2col(x, w, b, stride, pad), (x, w, stride, pad)
 
 
 def _forward_im2col(x, w, b, stride, pad):
-    """The convolution of :func:`conv2d_forward` by chunks of im2col + one matmul each."""
+    """The convolution of :func:`conv2d_forward`, image ranges in parallel."""
     N, C, H, W = x.shape
     F, _, k, _ = w.shape
     Ho, Wo = conv_out_size(H, k, stride, pad), conv_out_size(W, k, stride, pad)
-    K, P = C * k * k, Ho * Wo
-    w2 = w.reshape(F, K)  # (F, C k k)
+    w2 = w.reshape(F, C * k * k)  # (F, C k k)
     out = np.empty((N, F, Ho, Wo), dtype=x.dtype)  # (N, F, Ho, Wo)
-    out3 = out.reshape(N, F, P)
-    nb = _chunk_size(N, K * P * x.itemsize)
+    out3 = out.reshape(N, F, Ho * Wo)
+    _parallel.map_ranges(lambda a, z: _forward_range(x, w2, b, k, stride, pad, out3, a, z), N)
+    return out
+
+
+def _forward_range(x, w2, b, k, stride, pad, out3, a, z):
+    """Images a..z-1 of the forward pass, by chunks of im2col + one matmul each."""
+    (F, K), P = w2.shape, out3.shape[2]
+    nb = _chunk_size(z - a, K * P * x.itemsize)
     cols_buf = np.empty(K * nb * P, dtype=x.dtype)
     res_buf = np.empty(F * nb * P, dtype=x.dtype)
-    for n0 in range(0, N, nb):
-        m = min(nb, N - n0)
+    for n0 in range(a, z, nb):
+        m = min(nb, z - n0)
         cols = cols_buf[: K * m * P].reshape(K, m, P)  # (C k k, m, Ho Wo)
         kernels.im2col(x[n0 : n0 + m], k, stride, pad, cols)
         if m == 1:  # (F, 1 Ho Wo) is already the layout of out[n0]
@@ -102,7 +107,6 @@ def _forward_im2col(x, w, b, stride, pad):
         res = res_buf[: F * m * P].reshape(F, m * P)  # (F, m Ho Wo)
         np.matmul(w2, cols.reshape(K, m * P), out=res)
         kernels.fm_to_mf_bias(res.reshape(F, m, P), b, out3[n0 : n0 + m])
-    return out
 
 
 def conv2d_backward(dout, cache):
@@ -139,19 +143,27 @@ def conv2d_backward(dout, cache):
 
 
 def _backward_im2col(x, w, dout3, stride, pad, want_dx):
-    """dw (and dx by col2im if want_dx, else None) by chunks of im2col."""
-    N, C, H, W = x.shape
-    F, _, k, _ = w.shape
-    K, P = C * k * k, dout3.shape[2]
-    w2 = w.reshape(F, K)  # (F, C k k)
+    """dw (and dx by col2im if want_dx, else None), image ranges in parallel."""
+    F, C, k, _ = w.shape
+    w2 = w.reshape(F, C * k * k)  # (F, C k k)
+    dx = np.empty_like(x) if want_dx else None  # (N, C, H, W)
+    parts = _parallel.map_ranges(
+        lambda a, z: _backward_range(x, w2, dout3, k, stride, pad, dx, a, z), x.shape[0]
+    )
+    dw2t = parts[0] if len(parts) == 1 else np.sum(parts, axis=0)  # (C k k, F)
+    return dx, np.ascontiguousarray(dw2t.T).reshape(w.shape)
+
+
+def _backward_range(x, w2, dout3, k, stride, pad, dx, a, z):
+    """Images a..z-1 of the backward pass: returns their dw2^T, writes their dx (if dx given)."""
+    (F, K), P = w2.shape, dout3.shape[2]
     dw2t = np.zeros((K, F), dtype=x.dtype)  # (C k k, F), dw2 transposed
     dw_part = np.empty((K, F), dtype=x.dtype)
-    dx = np.empty_like(x) if want_dx else None  # (N, C, H, W)
-    nb = _chunk_size(N, K * P * x.itemsize)
+    nb = _chunk_size(z - a, K * P * x.itemsize)
     cols_buf = np.empty(K * nb * P, dtype=x.dtype)
     d_buf = np.empty(F * nb * P, dtype=x.dtype)
-    for n0 in range(0, N, nb):
-        m = min(nb, N - n0)
+    for n0 in range(a, z, nb):
+        m = min(nb, z - n0)
         if m == 1:  # dout[n0] (F, Ho Wo) is already in the layout the matmuls want
             d2 = dout3[n0]
         else:
@@ -163,8 +175,8 @@ def _backward_im2col(x, w, dout3, stride, pad, want_dx):
         # dout2 @ cols^T at these shapes)
         np.matmul(cols.reshape(K, m * P), d2.T, out=dw_part)
         dw2t += dw_part
-        if want_dx:
+        if dx is not None:
             # dcols = w2^T @ dout2, written over cols (no longer needed)
             np.matmul(w2.T, d2, out=cols.reshape(K, m * P))
             kernels.col2im(cols, k, stride, pad, dx[n0 : n0 + m])
-    return dx, np.ascontiguousarray(dw2t.T).reshape(w.shape)
+    return dw2t

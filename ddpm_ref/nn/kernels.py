@@ -6,8 +6,9 @@ the environment (``DDPM_REF_NUMPY=1`` selects the twins). Twins agree with kerne
 (relative error < 1e-10 in float64); the kernels exist only for speed.
 
 Rules for kernels (STYLE.md): nopython, ``cache=True``, ``fastmath=False``, no globals, ``prange``
-only over an axis whose iterations write disjoint outputs (images, channels, or the flat index of
-an elementwise kernel). Kernels
+only over an axis whose iterations write disjoint outputs (images, or the flat index of an
+elementwise kernel). The convolution kernels are serial and release the GIL (``nogil=True``): the
+conv layers run them in worker threads, one range of images each (see ``_parallel.py``). Kernels
 compile lazily, once per dtype (float32 for training, float64 for checks). Importing this module
 selects Numba's "workqueue" threading layer unless NUMBA_THREADING_LAYER is set (see below).
 
@@ -26,9 +27,9 @@ import numpy as np
 from numba import njit, prange
 
 # Numba's default OpenMP threading layer spin-waits after each parallel region, fighting
-# OpenBLAS's threads for the cores between every im2col and its matmul (on a shared 2-core
-# machine a conv layer slowed down more than 100x). The workqueue layer sleeps instead. A
-# choice made through the NUMBA_THREADING_LAYER environment variable is respected.
+# OpenBLAS's threads for the cores (on a shared 2-core machine a conv layer that alternated the
+# two slowed down more than 100x). The workqueue layer sleeps instead. A choice made through the
+# NUMBA_THREADING_LAYER environment variable is respected.
 if "NUMBA_THREADING_LAYER" not in os.environ:
     numba.config.THREADING_LAYER = "workqueue"
 
@@ -96,13 +97,13 @@ def _zero_pad_columns(dst, i0, i1, j0, j1, W):
             dst[i * W + j] = 0
 
 
-@njit(parallel=True, cache=True)
+@njit(nogil=True, cache=True)
 def im2col_numba(x, k, stride, pad, cols):
     m, C, H, W = x.shape
     Ho = (H + 2 * pad - k) // stride + 1
     Wo = (W + 2 * pad - k) // stride + 1
     _expect(cols.shape == (C * k * k, m, Ho * Wo))
-    for c in prange(C):  # channel c writes rows c k k .. (c + 1) k k - 1 only
+    for c in range(C):
         for n in range(m):
             src = x[n, c].reshape(H * W)  # the input plane, flat
             for di in range(k):
@@ -144,14 +145,14 @@ def im2col_numpy(x, k, stride, pad, cols):
 # col2im: the adjoint of im2col, dcols (C k k, m, Ho Wo) -> dx (m, C, H, W), overlaps summed
 
 
-@njit(parallel=True, cache=True)
+@njit(nogil=True, cache=True)
 def col2im_numba(dcols, k, stride, pad, dx):
     # dcols is scratch: its entries that read padding are zeroed (their gradient is discarded)
     m, C, H, W = dx.shape
     Ho = (H + 2 * pad - k) // stride + 1
     Wo = (W + 2 * pad - k) // stride + 1
     _expect(dcols.shape == (C * k * k, m, Ho * Wo))
-    for c in prange(C):  # channel c writes the planes dx[:, c] only
+    for c in range(C):
         for n in range(m):
             plane = dx[n, c].reshape(H * W)  # flat
             _zero(plane)
@@ -193,11 +194,11 @@ def col2im_numpy(dcols, k, stride, pad, dx):
 # Channel-major <-> image-major copies around the conv matmul: (F, m, P) <-> (m, F, P)
 
 
-@njit(parallel=True, cache=True)
+@njit(nogil=True, cache=True)
 def fm_to_mf_bias_numba(res, b, out):
     F, m, P = res.shape
     _expect(out.shape == (m, F, P) and b.shape[0] == F)
-    for f in prange(F):  # chunks are often a single image: parallel over channels
+    for f in range(F):
         for n in range(m):
             for p in range(P):
                 out[n, f, p] = res[f, n, p] + b[f]
@@ -208,11 +209,11 @@ def fm_to_mf_bias_numpy(res, b, out):
     out[...] = res.transpose(1, 0, 2) + b[:, None]
 
 
-@njit(parallel=True, cache=True)
+@njit(nogil=True, cache=True)
 def mf_to_fm_numba(a, out):
     m, F, P = a.shape
     _expect(out.shape == (F, m, P))
-    for f in prange(F):
+    for f in range(F):
         for n in range(m):
             for p in range(P):
                 out[f, n, p] = a[n, f, p]

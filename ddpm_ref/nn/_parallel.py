@@ -1,0 +1,89 @@
+"""Image-parallel execution of the convolutions: each worker thread runs its share of the batch.
+
+A convolution by im2col alternates two kinds of work per chunk of images: unrolling (a Numba
+kernel) and a matmul (BLAS). Splitting *each* step over the cores costs a fork/join per step, and
+multithreaded OpenBLAS parallelises medium-sized matmuls poorly. Instead, the batch is split into
+one contiguous range of images per core; each worker thread unrolls its chunks into its own
+cache-sized buffer and runs single-threaded matmuls on them, so the only synchronisation is the
+join at the end of the layer (measured 1.6x faster on the reference U-Net's convolutions).
+
+Single-threaded BLAS inside the workers: OpenBLAS (>= 0.3.27, as bundled with NumPy wheels) has a
+per-thread setting, ``openblas_set_num_threads_local``, which each worker calls once. Where it is
+missing (another BLAS), layers run their chunks in the calling thread instead and BLAS keeps its
+own threading: correct, only slower.
+
+The worker count is Numba's thread count (``NUMBA_NUM_THREADS``, default: the number of cores).
+Kernels called from workers must be serial (``nogil=True``, no ``prange``): Numba's threading
+layer must not be entered from several threads at once.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numba
+import numpy as np
+
+_lock = threading.Lock()
+_state = {"pool": None, "n": None, "blas": None}
+
+
+def _openblas_local_setters():
+    """``openblas_set_num_threads_local`` of every OpenBLAS loaded in this process (Linux)."""
+    setters, seen = [], set()
+    try:
+        with open("/proc/self/maps") as maps:
+            paths = [ln.split()[-1] for ln in maps if "openblas" in ln.lower()]
+    except OSError:
+        return setters
+    for path in paths:
+        if path in seen or not path.startswith("/"):
+            continue
+        seen.add(path)
+        try:
+            fn = ctypes.CDLL(path).openblas_set_num_threads_local
+        except (OSError, AttributeError):
+            continue
+        fn.argtypes, fn.restype = [ctypes.c_int], ctypes.c_int
+        setters.append(fn)
+    return setters
+
+
+def _worker_init(setters):
+    for fn in setters:
+        fn(1)  # this thread's BLAS calls run single-threaded
+
+
+def num_workers() -> int:
+    """Threads a layer splits its batch over (1 means: run in the calling thread)."""
+    _ensure_pool()
+    return _state["n"]
+
+
+def _ensure_pool():
+    with _lock:
+        if _state["n"] is not None:
+            return
+        setters = _openblas_local_setters()
+        n = int(numba.config.NUMBA_NUM_THREADS)
+        _state["n"] = n if (setters and n > 1) else 1
+        if _state["n"] > 1:
+            _state["pool"] = ThreadPoolExecutor(n, "ddpm_ref", _worker_init, (setters,))
+
+
+def map_ranges(fn, N):
+    """Run ``fn(a, z)`` on contiguous ranges [a, z) covering range(N), one per worker.
+
+    Returns the list of results in range order. ``fn`` must write only inside its range.
+    """
+    n = min(num_workers(), N)
+    if n <= 1:
+        return [fn(0, N)]
+    bounds = np.linspace(0, N, n + 1).round().astype(int)  # balanced contiguous ranges
+    futures = [
+        _state["pool"].submit(fn, int(a), int(z))
+        for a, z in zip(bounds[:-1], bounds[1:], strict=True)
+    ]
+    return [f.result() for f in futures]
