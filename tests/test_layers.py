@@ -135,6 +135,28 @@ def test_conv2d_chunking_changes_nothing(rng, monkeypatch):
     assert max(rel_error(g, g1) for g, g1 in zip(grads, grads1, strict=True)) < 1e-12
 
 
+def test_groupnorm_and_silu_split_over_workers_change_nothing(rng, monkeypatch):
+    from ddpm_ref.nn import norm
+
+    x = rng.standard_normal((5, 4, 3, 3))
+    g, b, dout = rng.standard_normal(4), rng.standard_normal(4), rng.standard_normal(x.shape)
+
+    def both():
+        y, c_gn = L.groupnorm_forward(x, g, b, 2)
+        z, c_act = L.silu_forward(y)
+        dy = L.silu_backward(dout, c_act)
+        return (z, dy) + L.groupnorm_backward(dy, c_gn)
+
+    monkeypatch.setitem(_parallel._state, "n", 1)
+    ref = both()  # in the calling thread
+    monkeypatch.setitem(_parallel._state, "n", 2)
+    monkeypatch.setitem(_parallel._state, "pool", ThreadPoolExecutor(2))
+    monkeypatch.setattr(norm, "_GRAIN", 1)  # split even these tiny arrays
+    monkeypatch.setattr(L, "_GRAIN", 1)
+    for a, b_ in zip(ref, both(), strict=True):
+        assert rel_error(a, b_) < 1e-12
+
+
 def test_parallel_ranges_cover_the_batch(monkeypatch):
     monkeypatch.setitem(_parallel._state, "n", 3)
     monkeypatch.setitem(_parallel._state, "pool", ThreadPoolExecutor(3))

@@ -5,12 +5,11 @@ kernel or its NumPy twin depending on one module-level switch: :func:`use_numba`
 the environment (``DDPM_REF_NUMPY=1`` selects the twins). Twins agree with kernels to rounding
 (relative error < 1e-10 in float64); the kernels exist only for speed.
 
-Rules for kernels (STYLE.md): nopython, ``cache=True``, ``fastmath=False``, no globals, ``prange``
-only over an axis whose iterations write disjoint outputs (images, or the flat index of an
-elementwise kernel). The convolution kernels are serial and release the GIL (``nogil=True``): the
-conv layers run them in worker threads, one range of images each (see ``_parallel.py``). Kernels
-compile lazily, once per dtype (float32 for training, float64 for checks). Importing this module
-selects Numba's "workqueue" threading layer unless NUMBA_THREADING_LAYER is set (see below).
+Rules for kernels (STYLE.md): nopython, ``cache=True``, ``fastmath=False``, no globals. The kernels
+are serial and release the GIL (``nogil=True``); the layers run them in worker threads, each on
+its own range of images or elements (``_parallel.py``), so no kernel uses ``prange`` and Numba's
+threading layer is never started. Kernels compile lazily, once per dtype (float32 for training,
+float64 for checks).
 
 Convolution layout ("column" layout of Caffe's im2col, with the image axis inside): for a chunk of m
 images, ``cols`` has shape (C k k, m, Ho Wo) and row r = (c k + di) k + dj holds the input plane c
@@ -22,16 +21,8 @@ from __future__ import annotations
 
 import os
 
-import numba
 import numpy as np
-from numba import njit, prange
-
-# Numba's default OpenMP threading layer spin-waits after each parallel region, fighting
-# OpenBLAS's threads for the cores (on a shared 2-core machine a conv layer that alternated the
-# two slowed down more than 100x). The workqueue layer sleeps instead. A choice made through the
-# NUMBA_THREADING_LAYER environment variable is respected.
-if "NUMBA_THREADING_LAYER" not in os.environ:
-    numba.config.THREADING_LAYER = "workqueue"
+from numba import njit
 
 _state = {"numba": os.environ.get("DDPM_REF_NUMPY", "0") != "1"}
 
@@ -258,14 +249,14 @@ def _dot4(a, b, mu):
     return (s0 + s1) + (s2 + s3)
 
 
-@njit(parallel=True, cache=True)
+@njit(nogil=True, cache=True)
 def groupnorm_fwd_numba(x, gamma, beta, G, eps, out, mean, rstd):
     N, C, P = x.shape
     _expect(out.shape == x.shape and mean.shape == rstd.shape == (N, G) and C % G == 0)
     _expect(gamma.shape[0] == C and beta.shape[0] == C)
     cg = C // G
     L = cg * P
-    for n in prange(N):
+    for n in range(N):
         xn = x[n].reshape(C * P)
         for g in range(G):
             xg = xn[g * L : (g + 1) * L]  # (C/G P,) contiguous
@@ -291,14 +282,14 @@ def groupnorm_fwd_numpy(x, gamma, beta, G, eps, out, mean, rstd):
     out[...] = xhat.reshape(N, C, P) * gamma[:, None] + beta[:, None]
 
 
-@njit(parallel=True, cache=True)
+@njit(nogil=True, cache=True)
 def groupnorm_bwd_numba(dout, x, gamma, mean, rstd, G, dx, dgamma_n, dbeta_n):
     N, C, P = x.shape
     _expect(dout.shape == x.shape and dx.shape == x.shape and rstd.shape == mean.shape == (N, G))
     _expect(dgamma_n.shape == dbeta_n.shape == (N, C) and gamma.shape[0] == C and C % G == 0)
     cg = C // G
     L = cg * P
-    for n in prange(N):
+    for n in range(N):
         for g in range(G):
             mu = mean[n, g]
             r = rstd[n, g]
@@ -341,10 +332,10 @@ def groupnorm_bwd_numpy(dout, x, gamma, mean, rstd, G, dx, dgamma_n, dbeta_n):
 # ~50x faster than Numba's scalar libm call); sigma(x) = (1 + t) / 2 never overflows.
 
 
-@njit(parallel=True, cache=True)
+@njit(nogil=True, cache=True)
 def silu_fwd_numba(x, t, out):
     _expect(t.shape == x.shape and out.shape == x.shape)
-    for i in prange(x.shape[0]):
+    for i in range(x.shape[0]):
         s = 0.5 + 0.5 * t[i]  # sigma(x)
         t[i] = s
         out[i] = x[i] * s
@@ -357,10 +348,10 @@ def silu_fwd_numpy(x, t, out):
     np.multiply(x, t, out=out)
 
 
-@njit(parallel=True, cache=True)
+@njit(nogil=True, cache=True)
 def silu_bwd_numba(dout, x, sig, dx):
     _expect(dout.shape == x.shape and sig.shape == x.shape and dx.shape == x.shape)
-    for i in prange(x.shape[0]):
+    for i in range(x.shape[0]):
         s = sig[i]
         dx[i] = dout[i] * (s * (1.0 + x[i] * (1.0 - s)))
 

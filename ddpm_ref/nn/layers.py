@@ -24,8 +24,10 @@ import math
 
 import numpy as np
 
-from ddpm_ref.nn import kernels
+from ddpm_ref.nn import _parallel, kernels
 from ddpm_ref.nn._checks import check_array, check_same_dtype
+
+_GRAIN = 1 << 15  # elements below which a worker hand-off costs more than it saves
 
 # ----------------------------------------------------------------------------------------------
 # Linear
@@ -82,10 +84,15 @@ def silu_forward(x):
     """
     check_array("x", x)
     x = np.ascontiguousarray(x)
-    t = np.multiply(x, 0.5)
-    np.tanh(t, out=t)  # NumPy's SIMD tanh; the kernel turns it into sigma(x) in place
-    out = np.empty_like(x)
-    kernels.silu_fwd(x.reshape(-1), t.reshape(-1), out.reshape(-1))
+    t, out = np.empty_like(x), np.empty_like(x)
+    xf, tf, of = x.reshape(-1), t.reshape(-1), out.reshape(-1)
+
+    def run(a, z):  # elements a..z-1, in a worker thread
+        np.multiply(xf[a:z], 0.5, out=tf[a:z])
+        np.tanh(tf[a:z], out=tf[a:z])  # NumPy's SIMD tanh; the kernel makes it sigma(x)
+        kernels.silu_fwd(xf[a:z], tf[a:z], of[a:z])
+
+    _parallel.map_ranges(run, x.size, grain=_GRAIN)
     return out, (x, t)
 
 
@@ -98,9 +105,12 @@ def silu_backward(dout, cache):
     x, sig = cache
     check_array("dout", dout, shape=x.shape)
     check_same_dtype(x, dout=dout)
-    dout = np.ascontiguousarray(dout)
+    d, xf, sf = np.ascontiguousarray(dout).reshape(-1), x.reshape(-1), sig.reshape(-1)
     dx = np.empty_like(x)
-    kernels.silu_bwd(dout.reshape(-1), x.reshape(-1), sig.reshape(-1), dx.reshape(-1))
+    dxf = dx.reshape(-1)
+    _parallel.map_ranges(
+        lambda a, z: kernels.silu_bwd(d[a:z], xf[a:z], sf[a:z], dxf[a:z]), x.size, grain=_GRAIN
+    )
     return dx
 
 
