@@ -353,3 +353,20 @@ def test_bad_inputs_raise(rng):
     _, cache = L.conv2d_forward(x4, np.ones((2, 4, 3, 3)), np.ones(2))
     with pytest.raises(ValueError, match="^dout:"):
         L.conv2d_backward(np.ones((2, 2, 4, 4)), cache)
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork()")
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")  # 3.12+
+def test_layers_work_in_a_forked_child(rng):
+    # worker threads do not survive fork(); the child must build its own pool, not hang
+    import multiprocessing as mp
+
+    x, w, b = rng.standard_normal((4, 3, 5, 5)), rng.standard_normal((2, 3, 3, 3)), np.zeros(2)
+    ref = L.conv2d_forward(x, w, b)[0]  # the parent's pool exists from here on
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+    p = ctx.Process(target=lambda: q.put(L.conv2d_forward(x, w, b)[0]))
+    p.start()
+    out = q.get(timeout=60)
+    p.join(timeout=60)
+    assert rel_error(out, ref) < 1e-12

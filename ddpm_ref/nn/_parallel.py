@@ -19,6 +19,7 @@ Kernels called from workers are serial and release the GIL (``nogil=True``, no `
 from __future__ import annotations
 
 import ctypes
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -26,7 +27,17 @@ import numba
 import numpy as np
 
 _lock = threading.Lock()
-_state = {"pool": None, "n": None, "blas": None}
+_state = {"pool": None, "n": None}
+
+
+def _reset_after_fork():
+    # threads do not survive fork(): a child process builds its own pool on first use
+    global _lock
+    _lock = threading.Lock()
+    _state.update(pool=None, n=None)
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)
 
 
 def _openblas_local_setters():
