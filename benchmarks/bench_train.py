@@ -7,8 +7,9 @@
 A training step is BENCHMARKS.md's: t ~ Uniform{1..1000} (linear schedule), eps ~ N(0, I),
 x_t by Eq. (4) (ddpm_ref.diffusion.q_sample), forward, mean squared error against eps, backward,
 one Adam step (lr 2e-4). Data: a fixed pool of random examples in memory. The steps/s reported is
-the median over repeats after a warm-up; with --peer torch the repeats of the two sides alternate,
-so both see the same machine load. The last line printed is always one JSON object.
+the median over repeats after a warm-up; with --peer torch the repeats of the two sides alternate
+(torch in its own process, see torch_peer.py), so both see the same machine load. The last line
+printed is always one JSON object.
 """
 
 from __future__ import annotations
@@ -26,6 +27,11 @@ def _parse(argv=None):
     ap.add_argument("--attention", action="store_true", help="U-Net with the middle attention")
     ap.add_argument("--numpy", action="store_true", help="NumPy twins instead of Numba kernels")
     ap.add_argument("--peer", choices=["torch"], default=None)
+    ap.add_argument(
+        "--peer-python",
+        default=None,
+        help="python that has torch, for --peer torch (default: this one)",
+    )
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--repeat-seconds", type=float, default=None, help="default 1 (mlp), 5 (unet)")
@@ -143,32 +149,24 @@ def main(args):
     )
 
     _time_repeat(ours, sched, batches, min(seconds, 2.0))  # warm-up (and Numba compilation)
-    rss_ours = peak_rss_mb()  # before torch is imported
+    rss_ours = peak_rss_mb()
     peer, peer_skipped = None, None
     if args.peer == "torch":
         try:
-            import torch_peer  # noqa: F401  (benchmarks/ is on sys.path when run as a script)
-        except ImportError as e:
-            peer_skipped = f"torch not importable ({e})"
+            peer = TorchPeer(args, sched, batches, ours.net.x_shape)
+        except RuntimeError as e:
+            peer_skipped = str(e)
             say(f"--peer torch: skipped, {peer_skipped}")
         else:
-            peer = torch_peer.TorchRunner(net_name, args.attention, args.threads)
             if peer.n_params != ours.n_params:
+                peer.close()
                 raise SystemExit(f"torch built {peer.n_params} parameters, ours {ours.n_params}")
-            bshape = (batch,) + (1,) * (len(shape) - 1)  # (B, 1, ...) for broadcasting
-            peer_batches = []
-            for x0, t, eps in batches:
-                sqrt_ab = np.sqrt(sched.alpha_bar[t]).astype(np.float32).reshape(bshape)
-                sqrt_1m_ab = np.sqrt(1.0 - sched.alpha_bar[t]).astype(np.float32).reshape(bshape)
-                peer_batches.append(
-                    (x0.astype(np.float32), t, eps.astype(np.float32), sqrt_ab, sqrt_1m_ab)
-                )
-            _time_repeat(_Adapter(peer), sched, peer_batches, min(seconds, 2.0))  # warm-up
+            peer.time_repeat(min(seconds, 2.0))  # warm-up
     ours_t, peer_t = [], []
     for r in range(args.repeats):
         ours_t.append(_time_repeat(ours, sched, batches, seconds))
         if peer is not None:
-            peer_t.append(_time_repeat(_Adapter(peer), sched, peer_batches, seconds))
+            peer_t.append(peer.time_repeat(seconds))
         say(
             f"  repeat {r}: ours {1 / ours_t[-1]:8.2f} steps/s"
             + (f"   torch {1 / peer_t[-1]:8.2f} steps/s" if peer_t else "")
@@ -207,9 +205,9 @@ def main(args):
             + (f" (extrapolated from {n_steps} steps)" if n_steps != sched.T else "")
         )
         if peer is not None:
-            t0 = time.perf_counter()
-            peer.sample(sched, s_shape, n_steps, np.random.default_rng(1))
-            result["torch_sample_s_T1000"] = (time.perf_counter() - t0) * sched.T / n_steps
+            result["torch_sample_s_T1000"] = peer.sample_seconds(n_steps, n_points) * (
+                sched.T / n_steps
+            )
             say(f"  sampling: torch {result['torch_sample_s_T1000']:.2f} s")
     result["peak_rss_mb_process"] = round(peak_rss_mb(), 1)
     result["loadavg_1min"] = os.getloadavg()[0]
@@ -219,19 +217,95 @@ def main(args):
         "numba": __import__("numba").__version__,
     }
     if peer is not None:
-        result["versions"]["torch"] = __import__("torch").__version__
+        result["versions"]["torch"] = peer.version
+        peer.close()
     print(json.dumps(result))
     return result
 
 
-class _Adapter:
-    """Gives the torch runner the (sched, *batch) call of OursRunner.train_step."""
+class TorchPeer:
+    """benchmarks/torch_peer.py in its own process, fed the same pre-drawn batches.
 
-    def __init__(self, peer):
-        self.peer = peer
+    torch's OpenMP threads and ddpm_ref's Numba/OpenBLAS threads must not share a process: there
+    both sides lost over an order of magnitude (docs/benchmarks.md). The peer only runs while
+    this process waits for its answer, so the two never compete for the cores.
+    """
 
-    def train_step(self, sched, *batch):
-        return self.peer.train_step(*batch)
+    def __init__(self, args, sched, batches, x_shape):
+        import subprocess
+        import tempfile
+
+        self._tmp = tempfile.TemporaryDirectory(prefix="ddpm_ref_bench_")
+        path = os.path.join(self._tmp.name, "batches.npz")
+        arrays = {
+            "n": np.array(len(batches)),
+            "x_shape": np.array(x_shape),
+            "beta": sched.beta,
+            "alpha": sched.alpha,
+            "alpha_bar": sched.alpha_bar,
+        }
+        for i, (x0, t, eps) in enumerate(batches):
+            bshape = (len(t),) + (1,) * len(x_shape)  # (B, 1, ...) for broadcasting
+            arrays[f"x0_{i}"] = x0.astype(np.float32)
+            arrays[f"t_{i}"] = t.astype(np.int64)
+            arrays[f"eps_{i}"] = eps.astype(np.float32)
+            arrays[f"sab_{i}"] = np.sqrt(sched.alpha_bar[t]).astype(np.float32).reshape(bshape)
+            arrays[f"s1mab_{i}"] = (
+                np.sqrt(1.0 - sched.alpha_bar[t]).astype(np.float32).reshape(bshape)
+            )
+        np.savez(path, **arrays)
+        python = args.peer_python or sys.executable
+        here = os.path.dirname(os.path.abspath(__file__))
+        cmd = [
+            python,
+            os.path.join(here, "torch_peer.py"),
+            "serve",
+            "--net",
+            args.net,
+            "--threads",
+            str(args.threads),
+            "--batches",
+            path,
+        ]
+        if args.attention:
+            cmd.append("--attention")
+        probe = subprocess.run(
+            [python, "-c", "import torch; print(torch.__version__)"], capture_output=True, text=True
+        )
+        if probe.returncode != 0:
+            self._tmp.cleanup()
+            raise RuntimeError(f"torch not importable by {python}")
+        self.version = probe.stdout.strip()
+        self._proc = subprocess.Popen(
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1
+        )
+        first = self._proc.stdout.readline().split()
+        if first[:1] != ["ready"]:
+            self.close()
+            raise RuntimeError(f"the torch peer did not start ({' '.join(cmd)})")
+        self.n_params = int(first[1])
+
+    def _ask(self, line: str) -> float:
+        self._proc.stdin.write(line + "\n")
+        self._proc.stdin.flush()
+        answer = self._proc.stdout.readline()
+        if not answer or answer.startswith("error"):
+            raise SystemExit(f"torch peer failed on {line!r}: {answer.strip() or 'no answer'}")
+        return float(answer)
+
+    def time_repeat(self, seconds: float) -> float:
+        """Seconds per training step over one repeat of about `seconds`."""
+        return self._ask(f"train {seconds}")
+
+    def sample_seconds(self, n_steps: int, n_points: int) -> float:
+        return self._ask(f"sample {n_steps} {n_points}")
+
+    def close(self):
+        if self._proc.poll() is None:
+            self._proc.stdin.write("quit\n")
+            self._proc.stdin.close()
+            self._proc.wait(timeout=30)
+        self._tmp.cleanup()
 
 
 if __name__ == "__main__":

@@ -1,13 +1,30 @@
+# ruff: noqa: E402  (thread counts are set before torch is imported)
 """BENCHMARKS.md's reference networks in PyTorch, for side-by-side timing with ddpm_ref.
 
-Only the benchmarks import this file, and only when torch is installed (it is not a dependency
-of ddpm_ref). The networks follow BENCHMARKS.md exactly; `n_params` must equal ddpm_ref's count
-(37,762 / 789,217 / 805,985), which bench_train.py checks before timing anything.
+bench_train.py runs this file as a separate process (``python torch_peer.py serve ...``) so that
+torch's OpenMP pool never shares a process with ddpm_ref's Numba and OpenBLAS threads: in one
+process both sides collapse (docs/benchmarks.md). The two processes take turns; the parent waits
+while the peer runs a repeat. torch is not a dependency of ddpm_ref. The networks follow
+BENCHMARKS.md exactly; `n_params` must equal ddpm_ref's count (37,762 / 789,217 / 805,985), which
+bench_train.py checks before timing anything.
+
+Protocol (one line each way, on stdin/stdout): the peer prints ``ready N_PARAMS``; then
+``train SECONDS`` -> seconds per step of one timed repeat; ``sample N_STEPS N`` -> seconds for
+N_STEPS steps of Algorithm 2 on N examples; ``quit``.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import sys
+
+if __name__ == "__main__":  # thread counts before torch is imported
+    _threads = sys.argv[sys.argv.index("--threads") + 1] if "--threads" in sys.argv else "2"
+    for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[_var] = _threads
+
+import time
 
 import numpy as np
 import torch
@@ -134,13 +151,66 @@ class TorchRunner:
 
     @torch.no_grad()
     def sample(self, sched, shape, n_steps, rng):
-        """Algorithm 2 for the last n_steps steps t = n_steps..1, sigma_t^2 = beta_t."""
+        """Algorithm 2 for the last n_steps steps t = n_steps..1, sigma_t^2 = beta_t.
+
+        sched: anything with the arrays beta, alpha, alpha_bar indexed by the paper's t."""
         xt = torch.from_numpy(rng.standard_normal(shape).astype(np.float32))
         for t in range(n_steps, 0, -1):
             eps_theta = self.net(xt, torch.full((shape[0],), t, dtype=torch.int64))
-            a, ab, b = sched.alpha[t], sched.alpha_bar[t], sched.beta[t]
+            a, ab, b = sched["alpha"][t], sched["alpha_bar"][t], sched["beta"][t]
             # Algorithm 2, line 4
             xt = (xt - (1 - a) / math.sqrt(1 - ab) * eps_theta) / math.sqrt(a)
             if t > 1:
                 xt = xt + math.sqrt(b) * torch.randn(shape)
         return xt.numpy()
+
+
+def serve(argv=None) -> int:
+    """The peer process: build the network, then answer bench_train.py's requests."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="torch_peer.py serve")
+    ap.add_argument("--net", choices=["mlp", "unet"], required=True)
+    ap.add_argument("--attention", action="store_true")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--batches", required=True, help=".npz from bench_train.py")
+    args = ap.parse_args(argv)
+    with np.load(args.batches, allow_pickle=False) as z:
+        n = int(z["n"])
+        batches = [
+            tuple(z[f"{k}{i}"] for k in ("x0_", "t_", "eps_", "sab_", "s1mab_")) for i in range(n)
+        ]
+        sched = {k: z[k] for k in ("beta", "alpha", "alpha_bar")}
+        x_shape = tuple(int(d) for d in z["x_shape"])
+    runner = TorchRunner(args.net, args.attention, args.threads)
+    print(f"ready {runner.n_params}", flush=True)
+    for line in sys.stdin:
+        cmd, *rest = line.split()
+        if cmd == "train":
+            seconds, k, t0 = float(rest[0]), 0, time.perf_counter()
+            while True:
+                runner.train_step(*batches[k % n])
+                k += 1
+                elapsed = time.perf_counter() - t0
+                if elapsed >= seconds and k >= 3:
+                    break
+            print(elapsed / k, flush=True)
+        elif cmd == "sample":
+            n_steps, n_points = int(rest[0]), int(rest[1])
+            t0 = time.perf_counter()
+            runner.sample(sched, (n_points, *x_shape), n_steps, np.random.default_rng(1))
+            print(time.perf_counter() - t0, flush=True)
+        elif cmd == "quit":
+            break
+        else:
+            print(f"error unknown command {cmd!r}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] != ["serve"]:
+        raise SystemExit(
+            "usage: python torch_peer.py serve --net mlp|unet [--attention] "
+            "[--threads N] --batches FILE.npz (bench_train.py starts it)"
+        )
+    sys.exit(serve(sys.argv[2:]))
