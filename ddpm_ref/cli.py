@@ -1,4 +1,8 @@
-r"""The ``ddpm-ref`` command: demo | train | sample | evaluate.
+r"""The ``ddpm-ref`` command: demo | train | sample | evaluate, and the MNIST tools.
+
+``ddpm-ref mnist-eval | figures | classifier | table2 ARGS`` run the ``main`` of
+:mod:`ddpm_ref.mnist_eval`, :mod:`ddpm_ref.figures`, :mod:`ddpm_ref.classifier` and
+:mod:`ddpm_ref.experiments.table2` with ARGS (the same as ``python -m ddpm_ref.X ARGS``).
 
 Paper: Ho, Jain, Abbeel (2020): ``train`` runs Algorithm 1, ``sample`` Algorithm 2, ``evaluate`` the
 bound of Eq. (5) summed over all T terms; ``demo`` does all three on 2-D data in about a minute.
@@ -23,6 +27,16 @@ from ddpm_ref.datasets import DATASETS
 __all__ = ["main", "build_parser"]
 
 TOY = [name for name, spec in DATASETS.items() if spec.x_shape == (2,)]
+
+# command -> (module whose main(argv) it runs, one-line help)
+TOOLS = {
+    "mnist-eval": ("ddpm_ref.mnist_eval",
+                   "the bound in bits/dim on the test digits, term by term, four variants"),
+    "figures": ("ddpm_ref.figures", "the paper's image figures (Fig. 5-8) on digits"),
+    "classifier": ("ddpm_ref.classifier",
+                   "train the digit classifier / score samples (confidence, balance, copies)"),
+    "table2": ("ddpm_ref.experiments.table2", "the Table 2 ablation grid on 14x14 digits"),
+}
 
 
 class CLIError(Exception):
@@ -238,7 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="ddpm-ref", description=(
         "Denoising diffusion probabilistic models (Ho, Jain, Abbeel 2020) in pure NumPy. "
         "Start with `ddpm-ref demo`: it trains a small model on 2-D data in about a minute and "
-        "writes pictures and numbers to runs/demo/."))
+        "writes pictures and numbers to runs/demo/."),
+        epilog="MNIST tools (each takes its own --help): " + "; ".join(
+            f"{name}: {text}" for name, (_, text) in TOOLS.items()) + ".")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     d = sub.add_parser("demo", help="train, sample and evaluate on 2-D data (about a minute)",
@@ -333,14 +349,26 @@ def _is_2d_job(args) -> bool:
 
 def main(argv=None) -> int:
     """Run the command line; returns the exit status (0 ok, 1 training diverged, 2 bad input)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in TOOLS:
+        import importlib
+
+        tool = importlib.import_module(TOOLS[argv[0]][0])
+        try:
+            return int(tool.main(argv[1:]) or 0)
+        except SystemExit as e:  # argparse: --help (0) or a bad argument (2, already reported)
+            return e.code if isinstance(e.code, int) else 2
+        except (ValueError, OSError) as e:  # bad input found after parsing: one line
+            print(f"ddpm-ref {argv[0]}: error: {' '.join(str(e).split())}", file=sys.stderr)
+            return 2
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:  # --help (0) or a bad argument (2, already reported)
         return int(e.code or 0)
     if args.command is None:
-        print("ddpm-ref: error: choose a command: demo, train, sample or evaluate "
-              "(see ddpm-ref --help)", file=sys.stderr)
+        print("ddpm-ref: error: choose a command: demo, train, sample, evaluate, "
+              f"{', '.join(TOOLS)} (see ddpm-ref --help)", file=sys.stderr)
         return 2
     if args.command == "train" and args.out is None:
         args.out = f"runs/{args.dataset}"

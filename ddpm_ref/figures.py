@@ -120,10 +120,12 @@ def save_grid_png(grid, path, scale=3) -> Path:
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
+    from ddpm_ref._io import atomic_write
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     big = np.kron(np.asarray(grid, dtype=np.uint8), np.ones((scale, scale), dtype=np.uint8))
-    plt.imsave(path, big, cmap="gray", vmin=0, vmax=255)
+    atomic_write(path, lambda f: plt.imsave(f, big, cmap="gray", vmin=0, vmax=255, format="png"))
     return path
 
 
@@ -148,9 +150,11 @@ def plot_rate_distortion(t, rate, distortion, path, title="rate-distortion (Fig.
     for a in ax[1:]:
         a.invert_xaxis()  # time runs T -> 0, as sampling does
     fig.tight_layout()
+    from ddpm_ref._io import atomic_write
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))
     plt.close(fig)
     return path
 
@@ -206,8 +210,9 @@ def write_figures(checkpoint, out, seed=0, n_chains=8, n_steps=10, n_shared=6, t
         return paths
     D = int(np.prod(ck.net.x_shape))
     if terms is not None:
-        z = np.load(terms)
-        tm = {"L_T": z["L_T"], "x0_mse": z["x0_mse"], "L": {v: z[f"L_{v}"] for v in VARIANTS}}
+        with np.load(terms, allow_pickle=False) as z:
+            tm = {"L_T": z["L_T"], "x0_mse": z["x0_mse"],
+                  "L": {v: z[f"L_{v}"] for v in VARIANTS}}
     else:
         xr, _ = held_out_digits(n_rd, ck.image_size or 28, seed)
         tm = bound_terms_all(sched, model_fn, xr, rng, mean_type=kw["mean_type"],

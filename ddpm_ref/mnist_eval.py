@@ -221,9 +221,13 @@ def main(argv=None) -> int:
     D = int(np.prod(ck.net.x_shape))
     rep = {"checkpoint": ck.path, "step": ck.step, "T": ck.sched.T, "wall_s": wall,
            "units": "bits/dim", **summarize(terms, D)}
-    (out / "summary.json").write_text(json.dumps(rep, indent=2))
-    np.savez(out / "terms.npz", L_T=terms["L_T"], labels=labels, l_simple=terms["l_simple"],
-             x0_mse=terms["x0_mse"], **{f"L_{v}": a for v, a in terms["L"].items()})
+    from ddpm_ref._io import atomic_write
+    from ddpm_ref.demo import write_json
+
+    write_json(out / "summary.json", rep)
+    arrays = dict(L_T=terms["L_T"], labels=labels, l_simple=terms["l_simple"],
+                  x0_mse=terms["x0_mse"], **{f"L_{v}": a for v, a in terms["L"].items()})
+    atomic_write(out / "terms.npz", lambda f: np.savez(f, **arrays))
     print(json.dumps(rep, indent=2))
     return 0
 

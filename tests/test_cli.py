@@ -61,6 +61,18 @@ def test_help_exits_0(capsys):
     assert code == 0 and "--dataset" in out and "Algorithm 1" in out
 
 
+def test_mnist_tools_run_through_ddpm_ref(capsys, tmp_path):
+    code, out, _ = _run(capsys, "--help")
+    assert code == 0
+    for name in ("mnist-eval", "figures", "classifier", "table2"):
+        assert name in out
+    code, out, _ = _run(capsys, "figures", "--help")
+    assert code == 0 and "Figs. 5-8" in out and "--terms" in out
+    code, out, err = _run(capsys, "mnist-eval", "--n", "0", "--out", tmp_path / "ev")
+    _assert_one_line_error(code, err, "mnist-eval", "n: expected an integer in 1..500, got 0")
+    assert not (tmp_path / "ev" / "summary.json").exists()
+
+
 def test_missing_and_corrupt_checkpoints(capsys, tmp_path):
     code, _, err = _run(capsys, "sample", "--checkpoint", tmp_path / "none.npz", "--out",
                         tmp_path / "s.npy")

@@ -185,10 +185,12 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results = run_table2(cfg, rows, progress=not args.quiet)
-    (out / "results.json").write_text(json.dumps({"config": asdict(cfg), "rows": results},
-                                                 indent=2))
+    from ddpm_ref._io import atomic_write
+    from ddpm_ref.demo import write_json
+
+    write_json(out / "results.json", {"config": asdict(cfg), "rows": results})
     table = markdown_table(results)
-    (out / "table.md").write_text(table + "\n")
+    atomic_write(out / "table.md", lambda f: f.write(table + "\n"), binary=False)
     print(table)
     return 0
 
