@@ -22,6 +22,8 @@ import math
 
 import numpy as np
 
+from ddpm_ref.nn import kernels
+
 __all__ = ["adam_init", "adam_update", "clip_grad_norm", "warmup_lr", "ema_update"]
 
 
@@ -34,6 +36,11 @@ def _check_like(name: str, d: dict, params: dict) -> None:
     for k, p in params.items():
         if d[k].shape != p.shape:
             raise ValueError(f"{name}: {k!r} has shape {d[k].shape}, expected {p.shape}")
+
+
+def _flat(a):
+    """A 1-D view of `a` (a contiguous copy if `a` is not contiguous)."""
+    return np.ascontiguousarray(a).reshape(-1)
 
 
 def adam_init(params: dict) -> dict:
@@ -80,21 +87,14 @@ def adam_update(params, grads, state, lr, beta1=0.9, beta2=0.999, eps=1e-8):
     eps_hat = eps * math.sqrt(bias2)
     new_params, new_state = {}, {"step": np.array(step, dtype=np.int64)}
     for k, p in params.items():
-        g, m_old, v_old = grads[k], state["m." + k], state["v." + k]
-        # m = beta1 m_old + (1 - beta1) g = m_old + (1 - beta1)(g - m_old), in a fresh array
-        m = np.subtract(g, m_old)
-        m *= 1.0 - beta1
-        m += m_old
-        # v = beta2 v_old + (1 - beta2) g^2
-        v = np.multiply(g, g)
-        v -= v_old
-        v *= 1.0 - beta2
-        v += v_old
-        upd = np.sqrt(v)
-        upd += eps_hat
-        np.divide(m, upd, out=upd)
-        upd *= step_size
-        new_params[k] = p - upd
+        # m = beta1 m_old + (1 - beta1) g; v = beta2 v_old + (1 - beta2) g^2;
+        # p_new = p - step_size m / (sqrt(v) + eps_hat): one fused pass (kernels.adam_numba)
+        dt = p.dtype.type
+        p_new, m, v = (np.empty(p.shape, dtype=p.dtype) for _ in range(3))
+        kernels.adam(_flat(p), _flat(grads[k]), _flat(state["m." + k]), _flat(state["v." + k]),
+                     dt(1.0 - beta1), dt(1.0 - beta2), dt(step_size), dt(eps_hat),
+                     p_new.reshape(-1), m.reshape(-1), v.reshape(-1))
+        new_params[k] = p_new
         new_state["m." + k] = m
         new_state["v." + k] = v
     return new_params, new_state

@@ -137,6 +137,24 @@ def test_silu_kernels_match_twins(rng):
     assert rel_error(res["nb"][1], x / (1 + np.exp(-x))) < 1e-12
 
 
+def test_adam_kernels_match_twins_and_the_update_rule(rng):
+    p, g, m = rng.standard_normal(103), rng.standard_normal(103), rng.standard_normal(103)
+    v = rng.random(103)
+    c1, c2, step_size, eps_hat = 0.1, 0.001, 0.003, 1e-8
+    res = {}
+    for name, fn in [("nb", K.adam_numba), ("np", K.adam_numpy)]:
+        outs = (np.empty(103), np.empty(103), np.empty(103))
+        fn(p, g, m, v, c1, c2, step_size, eps_hat, *outs)
+        res[name] = outs
+    for a, b in zip(res["nb"], res["np"], strict=True):
+        assert rel_error(a, b) < TWIN_TOL
+    m_new = (1 - c1) * m + c1 * g  # written as Adam states it
+    v_new = (1 - c2) * v + c2 * g**2
+    assert rel_error(res["nb"][1], m_new) < 1e-12
+    assert rel_error(res["nb"][2], v_new) < 1e-12
+    assert rel_error(res["nb"][0], p - step_size * m_new / (np.sqrt(v_new) + eps_hat)) < 1e-12
+
+
 def test_kernels_reject_mismatched_shapes():
     # kernels run without bounds checks, so each checks its shapes before writing
     x = np.ones((2, 3, 5, 5))
@@ -146,3 +164,5 @@ def test_kernels_reject_mismatched_shapes():
         K.fm_to_mf_bias_numba(np.ones((3, 4, 5)), np.ones(3), np.empty((3, 3, 5)))
     with pytest.raises(ValueError, match="shapes do not match"):
         K.silu_fwd_numba(np.ones(5), np.ones(5), np.empty(4))
+    with pytest.raises(ValueError, match="shapes do not match"):
+        K.adam_numba(*([np.ones(5)] * 4), 0.1, 0.1, 0.1, 0.1, np.empty(5), np.empty(4), np.empty(5))

@@ -68,6 +68,28 @@ def test_adam_is_pure_and_keeps_dtype():
     assert not np.shares_memory(new_state["m.w"], state["m.w"])
 
 
+def test_adam_on_non_contiguous_arrays_and_both_kernel_paths(monkeypatch):
+    from ddpm_ref.nn import kernels
+
+    rng = np.random.default_rng(2)
+    w = rng.standard_normal((5, 4)).T  # a transposed (non-contiguous) view
+    params, grads = {"w": w}, {"w": rng.standard_normal((4, 5))}
+    state = adam_init(params)
+    state["v.w"] = rng.random((4, 5)).T.copy().T  # Fortran order
+    outs = []
+    for flag in (True, False):
+        monkeypatch.setattr(kernels, "_state", {"numba": flag})
+        outs.append(adam_update(params, grads, state, lr=0.01))
+    s = 1 - 0.999
+    v = state["v.w"] + s * (grads["w"] ** 2 - state["v.w"])
+    m = 0.1 * grads["w"]
+    p = w - 0.01 * np.sqrt(s) / 0.1 * m / (np.sqrt(v) + 1e-8 * np.sqrt(s))
+    for new_params, new_state in outs:
+        np.testing.assert_allclose(new_state["m.w"], m, rtol=1e-12)
+        np.testing.assert_allclose(new_state["v.w"], v, rtol=1e-12)
+        np.testing.assert_allclose(new_params["w"], p, rtol=1e-12)
+
+
 def test_adam_rejects_mismatched_grads():
     params = {"w": np.zeros((2, 2))}
     state = adam_init(params)

@@ -362,6 +362,43 @@ def silu_bwd_numpy(dout, x, sig, dx):
 
 
 # ----------------------------------------------------------------------------------------------
+# Adam (ddpm_ref.optim.adam_update), elementwise on flat arrays: one pass reading p, g, m, v and
+# writing the new p, m, v, where NumPy needs about twelve. The scalars arrive in the arrays'
+# dtype (c1 = 1 - beta1, c2 = 1 - beta2, step_size = lr sqrt(1 - beta2^s) / (1 - beta1^s),
+# eps_hat = eps sqrt(1 - beta2^s)), so float32 arrays are updated in float32 arithmetic.
+
+
+@njit(nogil=True, cache=True, error_model="numpy")  # no zero-division check: vectorises
+def adam_numba(p, g, m, v, c1, c2, step_size, eps_hat, p_out, m_out, v_out):
+    n = p.shape[0]
+    _expect(g.shape[0] == n and m.shape[0] == n and v.shape[0] == n and p_out.shape[0] == n
+            and m_out.shape[0] == n and v_out.shape[0] == n)
+    for i in range(n):
+        gi = g[i]
+        mi = m[i] + c1 * (gi - m[i])  # beta1 m + (1 - beta1) g
+        vi = v[i] + c2 * (gi * gi - v[i])  # beta2 v + (1 - beta2) g^2
+        m_out[i] = mi
+        v_out[i] = vi
+        p_out[i] = p[i] - step_size * (mi / (np.sqrt(vi) + eps_hat))
+
+
+def adam_numpy(p, g, m, v, c1, c2, step_size, eps_hat, p_out, m_out, v_out):
+    """NumPy twin of :func:`adam_numba` (the same operations, whole arrays at a time)."""
+    np.subtract(g, m, out=m_out)
+    m_out *= c1
+    m_out += m
+    np.multiply(g, g, out=v_out)
+    v_out -= v
+    v_out *= c2
+    v_out += v
+    np.sqrt(v_out, out=p_out)
+    p_out += eps_hat
+    np.divide(m_out, p_out, out=p_out)
+    p_out *= step_size
+    np.subtract(p, p_out, out=p_out)
+
+
+# ----------------------------------------------------------------------------------------------
 # Dispatchers used by the layers
 
 
@@ -383,3 +420,4 @@ groupnorm_fwd = _pick("groupnorm_fwd")
 groupnorm_bwd = _pick("groupnorm_bwd")
 silu_fwd = _pick("silu_fwd")
 silu_bwd = _pick("silu_bwd")
+adam = _pick("adam")
