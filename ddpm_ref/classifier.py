@@ -275,12 +275,12 @@ def sample_quality(images, seed=0) -> dict:
     }
 
 
-def main(argv=None) -> int:
-    """``python -m ddpm_ref.classifier SAMPLES.npy``: sample-quality numbers as JSON."""
+def main(argv=None, prog="python -m ddpm_ref.classifier") -> int:
+    """``ddpm-ref classifier SAMPLES.npy``: sample-quality numbers as JSON."""
     import argparse
     import json
 
-    p = argparse.ArgumentParser(prog="python -m ddpm_ref.classifier", description=(
+    p = argparse.ArgumentParser(prog=prog, description=(
         "Judge generated digits (uint8 (N, H, W) .npy, as `ddpm-ref sample --out FILE.npy` "
         "writes) with the digit classifier: confidence, class balance, Fréchet distance, "
         "nearest training digits."))

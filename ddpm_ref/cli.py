@@ -355,7 +355,7 @@ def main(argv=None) -> int:
 
         tool = importlib.import_module(TOOLS[argv[0]][0])
         try:
-            return int(tool.main(argv[1:]) or 0)
+            return int(tool.main(argv[1:], prog=f"ddpm-ref {argv[0]}") or 0)
         except SystemExit as e:  # argparse: --help (0) or a bad argument (2, already reported)
             return e.code if isinstance(e.code, int) else 2
         except (ValueError, OSError) as e:  # bad input found after parsing: one line

@@ -14,7 +14,7 @@ Paper: Ho, Jain, Abbeel (2020), §4.3 "Progressive coding":
 Each figure is a function returning arrays (uint8 images) plus a small writer; the notebook
 uses the same functions. One command writes them all:
 
-    python -m ddpm_ref.figures --checkpoint mnist --out docs/figures
+    ddpm-ref figures --checkpoint mnist --out docs/figures
 """
 
 from __future__ import annotations
@@ -169,7 +169,7 @@ def write_figures(checkpoint, out, seed=0, n_chains=8, n_steps=10, n_shared=6, t
     Args:
         checkpoint: a path or shipped name. ts: the steps of Figs. 7-8 (default: 1/4, 1/2, 3/4
             of T and T for Fig. 7; 0, 1/4, 1/2, 3/4 of T for Fig. 8).
-        terms: a terms.npz written by ``python -m ddpm_ref.mnist_eval``; without it the
+        terms: a terms.npz written by ``ddpm-ref mnist-eval``; without it the
             rate-distortion curve is computed here on n_rd test digits.
         which: the figures to write (default all of :data:`FIGURES`).
     Returns:
@@ -222,12 +222,12 @@ def write_figures(checkpoint, out, seed=0, n_chains=8, n_steps=10, n_shared=6, t
     return paths
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m ddpm_ref.figures", description=(
+def main(argv=None, prog="python -m ddpm_ref.figures") -> int:
+    p = argparse.ArgumentParser(prog=prog, description=(
         "Write the paper's image figures (Figs. 5-8) for a digit checkpoint to --out."))
     p.add_argument("--checkpoint", default="mnist", help="checkpoint file or shipped name")
     p.add_argument("--out", default="docs/figures", help="output folder")
-    p.add_argument("--terms", default=None, help="terms.npz from python -m ddpm_ref.mnist_eval")
+    p.add_argument("--terms", default=None, help="terms.npz from ddpm-ref mnist-eval")
     p.add_argument("--which", default=",".join(FIGURES),
                    help="comma-separated figures to write (default: all)")
     p.add_argument("--seed", type=int, default=0)

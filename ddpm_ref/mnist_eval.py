@@ -10,7 +10,7 @@ For every test digit and every t = 1..T one x_t ~ q(x_t | x_0) (Eq. 4) is drawn 
 is evaluated ONCE; the four variants (sigma^2 = beta or beta_tilde, x0_hat clipped or not) and
 L_simple (Eq. 14) are all computed from that one eps_theta with :func:`ddpm_ref.elbo.vlb_term`.
 
-    python -m ddpm_ref.mnist_eval --checkpoint mnist --n 500 --workers 2 --out runs/mnist_eval
+    ddpm-ref mnist-eval --checkpoint mnist --n 500 --workers 2 --out runs/mnist_eval
 """
 
 from __future__ import annotations
@@ -196,8 +196,8 @@ def evaluate_checkpoint(checkpoint, n=500, seed=0, workers=1, t_chunk=None, prog
     return terms, labels
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m ddpm_ref.mnist_eval", description=(
+def main(argv=None, prog="python -m ddpm_ref.mnist_eval") -> int:
+    p = argparse.ArgumentParser(prog=prog, description=(
         "The bound of Eq. (5) in bits/dim on the bundled test digits, summed over all T terms, "
         "for sigma^2 = beta / beta_tilde with x0_hat clipping off / on. Writes summary.json and "
         "terms.npz (per-example, per-t terms) to --out."))

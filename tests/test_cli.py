@@ -67,7 +67,8 @@ def test_mnist_tools_run_through_ddpm_ref(capsys, tmp_path):
     for name in ("mnist-eval", "figures", "classifier", "table2"):
         assert name in out
     code, out, _ = _run(capsys, "figures", "--help")
-    assert code == 0 and "Figs. 5-8" in out and "--terms" in out
+    assert code == 0 and "usage: ddpm-ref figures" in out
+    assert "Figs. 5-8" in out and "--terms" in out
     code, out, err = _run(capsys, "mnist-eval", "--n", "0", "--out", tmp_path / "ev")
     _assert_one_line_error(code, err, "mnist-eval", "n: expected an integer in 1..500, got 0")
     assert not (tmp_path / "ev" / "summary.json").exists()

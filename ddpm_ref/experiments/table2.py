@@ -13,7 +13,7 @@ Each row trains the mnist14 U-Net with the same small budget (steps, batch, lr),
   confidence > 0.9;
 * the bound Eq. (5) in bits/dim on held-out digits, summed over all T terms (the row's variance).
 
-    python -m ddpm_ref.experiments.table2 --steps 2000 --out runs/table2
+    ddpm-ref table2 --steps 2000 --out runs/table2
 """
 
 from __future__ import annotations
@@ -160,9 +160,9 @@ def markdown_table(results, frechet_floor=None) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
+def main(argv=None, prog="python -m ddpm_ref.experiments.table2") -> int:
     d = Table2Config()
-    p = argparse.ArgumentParser(prog="python -m ddpm_ref.experiments.table2", description=(
+    p = argparse.ArgumentParser(prog=prog, description=(
         "Train every row of the paper's Table 2 on 14x14 digits with one budget and report "
         "sample quality and bits/dim. Writes results.json and table.md to --out."))
     for name in ("steps", "batch", "warmup", "T", "n_samples", "n_eval", "sample_steps", "seed"):
