@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ddpm_ref.datasets import DATASETS
+from ddpm_ref.datasets import DATASETS, TRAIN_DEFAULTS
 
 __all__ = ["main", "build_parser"]
 
@@ -140,7 +140,8 @@ def cmd_train(args) -> int:
             raise CLIError(f"--resume: {ckpt_path} was trained on {ck.dataset!r}, "
                            f"not {args.dataset!r}")
         try:
-            cfg = TrainConfig.from_dict({**ck.train_config, "steps": args.steps})
+            steps = ck.train_config.get("steps") if args.steps is None else args.steps
+            cfg = TrainConfig.from_dict({**ck.train_config, "steps": steps})
         except (ValueError, TypeError) as e:
             raise CLIError(f"checkpoint: {ckpt_path} has an unusable train config: {e}") from None
         net, sched, state = ck.net, ck.sched, state_from_checkpoint(ck)
@@ -283,11 +284,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="2-D point sets (gmm, moons, ...) train an MLP; mnist (28x28 digits) "
                    "and mnist14 (14x14) a U-Net")
     t.add_argument("--out", default=None, help="output folder (default: runs/DATASET)")
-    t.add_argument("--steps", type=_int_at_least(1), default=5000, help="total training steps")
-    t.add_argument("--batch", type=_int_at_least(1), default=256, help="batch size")
-    t.add_argument("--lr", type=_positive_float, default=1e-3, help="Adam learning rate")
-    t.add_argument("--warmup", type=_int_at_least(0), default=100, help="warm-up steps")
-    t.add_argument("--ema-decay", type=float, default=0.999, help="EMA decay of the weights")
+    mn = DATASETS["mnist"].train_defaults
+
+    def per_data(key):
+        return f"(default: {TRAIN_DEFAULTS[key]:g} for 2-D data, {mn[key]:g} for mnist)"
+
+    t.add_argument("--steps", type=_int_at_least(1), default=None,
+                   help="total training steps " + per_data("steps"))
+    t.add_argument("--batch", type=_int_at_least(1), default=None,
+                   help="batch size " + per_data("batch"))
+    t.add_argument("--lr", type=_positive_float, default=None,
+                   help="Adam learning rate " + per_data("lr"))
+    t.add_argument("--warmup", type=_int_at_least(0), default=None,
+                   help="warm-up steps " + per_data("warmup"))
+    t.add_argument("--ema-decay", type=float, default=None,
+                   help="EMA decay of the weights " + per_data("ema_decay"))
     t.add_argument("--T", type=_int_at_least(1), default=1000,
                    help="diffusion steps (default: 1000, the paper's; betas are scaled by "
                    "1000/T so that x_T stays close to N(0, I))")
@@ -302,10 +313,11 @@ def build_parser() -> argparse.ArgumentParser:
                    default=None, help="reverse variance: fixedlarge (beta_t), fixedsmall "
                    "(beta_tilde_t), learned_range (hybrid only; its default)")
     t.add_argument("--log-every", type=_int_at_least(1), default=100, help="steps per log record")
-    t.add_argument("--ckpt-every", type=_int_at_least(0), default=1000,
-                   help="steps between checkpoints (0: only at the end)")
+    t.add_argument("--ckpt-every", type=_int_at_least(0), default=None,
+                   help="steps between checkpoints, 0: only at the end " + per_data("ckpt_every"))
     t.add_argument("--resume", action="store_true",
-                   help="continue OUT/checkpoint.npz up to --steps with its own settings "
+                   help="continue OUT/checkpoint.npz up to --steps (default: its own) with its "
+                   "own settings "
                    "(bit for bit as if never interrupted)")
     t.add_argument("--seed", type=_int_at_least(0), default=0, help="random seed")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -336,6 +348,18 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--quiet", action="store_true", help="no progress bar")
     e.set_defaults(func=cmd_evaluate)
     return p
+
+
+def fill_train_defaults(args) -> None:
+    """Fill the ``train`` options left unset from the data set's defaults (datasets.py)."""
+    if args.out is None:
+        args.out = f"runs/{args.dataset}"
+    if args.resume:  # the checkpoint's own settings (and its --steps unless given)
+        return
+    defaults = {**TRAIN_DEFAULTS, **DATASETS[args.dataset].train_defaults}
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
 
 
 def _is_2d_job(args) -> bool:
@@ -370,8 +394,8 @@ def main(argv=None) -> int:
         print("ddpm-ref: error: choose a command: demo, train, sample, evaluate, "
               f"{', '.join(TOOLS)} (see ddpm-ref --help)", file=sys.stderr)
         return 2
-    if args.command == "train" and args.out is None:
-        args.out = f"runs/{args.dataset}"
+    if args.command == "train":
+        fill_train_defaults(args)
     if args.command == "demo":
         from ddpm_ref.demo import DemoConfig
 

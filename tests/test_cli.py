@@ -61,6 +61,26 @@ def test_help_exits_0(capsys):
     assert code == 0 and "--dataset" in out and "Algorithm 1" in out
 
 
+def test_train_defaults_depend_on_the_data_set():
+    from ddpm_ref.cli import build_parser, fill_train_defaults
+    from ddpm_ref.datasets import DATASETS, TRAIN_DEFAULTS
+
+    def settings(*argv):
+        args = build_parser().parse_args(["train", *argv])
+        fill_train_defaults(args)
+        return {k: getattr(args, k) for k in TRAIN_DEFAULTS}
+
+    assert settings("--dataset", "moons") == TRAIN_DEFAULTS
+    mnist = settings("--dataset", "mnist")
+    assert mnist == {**TRAIN_DEFAULTS, **DATASETS["mnist"].train_defaults}
+    assert mnist["batch"] == 32 and mnist["batch"] != TRAIN_DEFAULTS["batch"]
+    assert settings("--dataset", "mnist", "--batch", "8", "--lr", "2e-4") == {
+        **mnist, "batch": 8, "lr": 2e-4}  # given options win
+    resumed = build_parser().parse_args(["train", "--dataset", "mnist", "--resume"])
+    fill_train_defaults(resumed)
+    assert resumed.steps is None and resumed.batch is None  # the checkpoint's own settings
+
+
 def test_mnist_tools_run_through_ddpm_ref(capsys, tmp_path):
     code, out, _ = _run(capsys, "--help")
     assert code == 0
