@@ -6,9 +6,12 @@ temporary file behind; readers never see a half-written file.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
+
+import numpy as np
 
 
 def _umask() -> int:
@@ -37,3 +40,13 @@ def atomic_write(path, write, binary=True) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+def save_npy(path, array) -> Path:
+    """np.save through a temporary file in the same folder (never a half-written file)."""
+    return atomic_write(path, lambda f: np.save(f, array))
+
+
+def write_json(path, obj) -> Path:
+    """JSON through a temporary file in the same folder."""
+    return atomic_write(path, lambda f: f.write(json.dumps(obj, indent=2) + "\n"), binary=False)

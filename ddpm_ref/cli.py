@@ -17,11 +17,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from ddpm_ref._cli_args import CLIError, Parser, int_at_least, positive_float, writable_dir
 from ddpm_ref.datasets import DATASETS, TRAIN_DEFAULTS
 
 __all__ = ["main", "build_parser"]
@@ -37,51 +37,6 @@ TOOLS = {
                    "train the digit classifier / score samples (confidence, balance, copies)"),
     "table2": ("ddpm_ref.experiments.table2", "the Table 2 ablation grid on 14x14 digits"),
 }
-
-
-class CLIError(Exception):
-    """A bad argument found after parsing: reported on one line, exit status 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line instead of usage + message
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
-def _int_at_least(lo):
-    def parse(s):
-        try:
-            v = int(s)
-        except ValueError:
-            v = None
-        if v is None or v < lo:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {lo}, got {s!r}")
-        return v
-
-    return parse
-
-
-def _positive_float(s):
-    try:
-        v = float(s)
-    except ValueError:
-        v = None
-    if v is None or not (v > 0 and np.isfinite(v)):
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {s!r}")
-    return v
-
-
-def _writable_dir(path, flag="--out") -> Path:
-    """Create ``path`` if needed and check that a file can be written there."""
-    path = Path(path)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):
-            pass
-    except OSError as e:
-        raise CLIError(f"{flag}: cannot write to the folder {str(path)!r}: "
-                       f"{e.strerror or e}") from None
-    return path
 
 
 def _load(path_or_name):
@@ -107,7 +62,7 @@ def _spec_of(ckpt):
 def cmd_demo(args) -> int:
     from ddpm_ref.demo import DemoConfig, run_demo
 
-    out = _writable_dir(args.out)
+    out = writable_dir(args.out)
     cfg = DemoConfig(dataset=args.dataset, T=args.T, steps=args.steps, n_eval=args.n_eval,
                      n_samples=args.n_samples, seed=args.seed)
     log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
@@ -126,12 +81,13 @@ def cmd_demo(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from ddpm_ref.demo import scaled_schedule, write_json
+    from ddpm_ref._io import write_json
+    from ddpm_ref.demo import scaled_schedule
     from ddpm_ref.plotting import plot_training_curve
     from ddpm_ref.train import TrainConfig, state_from_checkpoint, train
 
     spec = DATASETS[args.dataset]
-    out = _writable_dir(args.out)
+    out = writable_dir(args.out)
     ckpt_path = out / "checkpoint.npz"
     history = []
     if args.resume:  # the checkpoint's own settings, with the new --steps
@@ -185,7 +141,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_sample(args) -> int:
-    from ddpm_ref.demo import save_npy
+    from ddpm_ref._io import save_npy
     from ddpm_ref.sampling import sample
     from ddpm_ref.train import make_model_fn
 
@@ -194,7 +150,7 @@ def cmd_sample(args) -> int:
     out = Path(args.out)
     if out.suffix not in (".npy", ".png"):
         out = out.with_name(out.name + ".npy")
-    _writable_dir(out.parent, "--out")
+    writable_dir(out.parent, "--out")
     sched = ck.sched
     if args.steps is not None:
         if args.steps > sched.T:
@@ -250,7 +206,7 @@ def cmd_evaluate(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="ddpm-ref", description=(
+    p = Parser(prog="ddpm-ref", description=(
         "Denoising diffusion probabilistic models (Ho, Jain, Abbeel 2020) in pure NumPy. "
         "Start with `ddpm-ref demo`: it trains a small model on 2-D data in about a minute and "
         "writes pictures and numbers to runs/demo/."),
@@ -265,15 +221,15 @@ def build_parser() -> argparse.ArgumentParser:
                        "samples.npy, report.json, checkpoint.npz and PNG figures to --out.")
     d.add_argument("--out", default="runs/demo", help="output folder (default: %(default)s)")
     d.add_argument("--dataset", choices=TOY, default="gmm", help="2-D data set (default: gmm)")
-    d.add_argument("--steps", type=_int_at_least(1), default=None,
+    d.add_argument("--steps", type=int_at_least(1), default=None,
                    help="training steps (default: the demo's)")
-    d.add_argument("--T", type=_int_at_least(1), default=None,
+    d.add_argument("--T", type=int_at_least(1), default=None,
                    help="diffusion steps (default: 1000)")
-    d.add_argument("--n-samples", type=_int_at_least(2), default=None,
+    d.add_argument("--n-samples", type=int_at_least(2), default=None,
                    help="samples to draw (default: 2000)")
-    d.add_argument("--n-eval", type=_int_at_least(1), default=None,
+    d.add_argument("--n-eval", type=int_at_least(1), default=None,
                    help="held-out points for the bound (default: 1000)")
-    d.add_argument("--seed", type=_int_at_least(0), default=0, help="random seed (default: 0)")
+    d.add_argument("--seed", type=int_at_least(0), default=0, help="random seed (default: 0)")
     d.add_argument("--quiet", action="store_true", help="no progress bars")
     d.set_defaults(func=cmd_demo)
 
@@ -289,17 +245,17 @@ def build_parser() -> argparse.ArgumentParser:
     def per_data(key):
         return f"(default: {TRAIN_DEFAULTS[key]:g} for 2-D data, {mn[key]:g} for mnist)"
 
-    t.add_argument("--steps", type=_int_at_least(1), default=None,
+    t.add_argument("--steps", type=int_at_least(1), default=None,
                    help="total training steps " + per_data("steps"))
-    t.add_argument("--batch", type=_int_at_least(1), default=None,
+    t.add_argument("--batch", type=int_at_least(1), default=None,
                    help="batch size " + per_data("batch"))
-    t.add_argument("--lr", type=_positive_float, default=None,
+    t.add_argument("--lr", type=positive_float, default=None,
                    help="Adam learning rate " + per_data("lr"))
-    t.add_argument("--warmup", type=_int_at_least(0), default=None,
+    t.add_argument("--warmup", type=int_at_least(0), default=None,
                    help="warm-up steps " + per_data("warmup"))
     t.add_argument("--ema-decay", type=float, default=None,
                    help="EMA decay of the weights " + per_data("ema_decay"))
-    t.add_argument("--T", type=_int_at_least(1), default=1000,
+    t.add_argument("--T", type=int_at_least(1), default=1000,
                    help="diffusion steps (default: 1000, the paper's; betas are scaled by "
                    "1000/T so that x_T stays close to N(0, I))")
     t.add_argument("--schedule", choices=["linear", "cosine", "quadratic", "sigmoid"],
@@ -312,14 +268,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--variance", choices=["fixedlarge", "fixedsmall", "learned_range"],
                    default=None, help="reverse variance: fixedlarge (beta_t), fixedsmall "
                    "(beta_tilde_t), learned_range (hybrid only; its default)")
-    t.add_argument("--log-every", type=_int_at_least(1), default=100, help="steps per log record")
-    t.add_argument("--ckpt-every", type=_int_at_least(0), default=None,
+    t.add_argument("--log-every", type=int_at_least(1), default=100, help="steps per log record")
+    t.add_argument("--ckpt-every", type=int_at_least(0), default=None,
                    help="steps between checkpoints, 0: only at the end " + per_data("ckpt_every"))
     t.add_argument("--resume", action="store_true",
                    help="continue OUT/checkpoint.npz up to --steps (default: its own) with its "
                    "own settings "
                    "(bit for bit as if never interrupted)")
-    t.add_argument("--seed", type=_int_at_least(0), default=0, help="random seed")
+    t.add_argument("--seed", type=int_at_least(0), default=0, help="random seed")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
 
@@ -327,12 +283,12 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Sample a trained model. FILE.npy gets the raw samples "
                        "(uint8 (N, H, W) images, or float (N, 2) points); FILE.png a picture.")
     s.add_argument("--checkpoint", required=True, help="checkpoint file, or a shipped name")
-    s.add_argument("--n", type=_int_at_least(1), default=64, help="number of samples")
+    s.add_argument("--n", type=int_at_least(1), default=64, help="number of samples")
     s.add_argument("--out", required=True, help="output FILE.npy or FILE.png")
-    s.add_argument("--steps", type=_int_at_least(1), default=None,
+    s.add_argument("--steps", type=int_at_least(1), default=None,
                    help="sampling steps (default: all T; fewer uses a respaced schedule)")
     s.add_argument("--no-ema", action="store_true", help="use the raw weights, not the EMA")
-    s.add_argument("--seed", type=_int_at_least(0), default=0, help="random seed")
+    s.add_argument("--seed", type=int_at_least(0), default=0, help="random seed")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_sample)
 
@@ -340,11 +296,11 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Sum all T terms of the bound on held-out data and print "
                        "L_T, sum L_t-1, L_0, total (nats per example; bits/dim for images).")
     e.add_argument("--checkpoint", required=True, help="checkpoint file, or a shipped name")
-    e.add_argument("--n", type=_int_at_least(1), default=None,
+    e.add_argument("--n", type=int_at_least(1), default=None,
                    help="held-out examples (default: 1000 points or 100 images)")
     e.add_argument("--per-t", action="store_true", help="include the per-t arrays")
     e.add_argument("--no-ema", action="store_true", help="use the raw weights, not the EMA")
-    e.add_argument("--seed", type=_int_at_least(0), default=0, help="random seed")
+    e.add_argument("--seed", type=int_at_least(0), default=0, help="random seed")
     e.add_argument("--quiet", action="store_true", help="no progress bar")
     e.set_defaults(func=cmd_evaluate)
     return p

@@ -12,14 +12,13 @@ the figures samples.png, forward.png, trajectory.png, per_t.png, training.png.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ddpm_ref._io import atomic_write
+from ddpm_ref._io import save_npy, write_json  # re-exported: part of this module's API
 from ddpm_ref.datasets import get_dataset
 from ddpm_ref.evaluate import bound_report, mmd, mmd_floor
 from ddpm_ref.sampling import sample
@@ -43,16 +42,6 @@ class DemoConfig:
     n_samples: int = 2000  # samples drawn with Algorithm 2
     n_eval: int = 1000  # held-out points for the bound and the MMD
     seed: int = 0  # everything below is a function of this seed
-
-
-def save_npy(path, array) -> Path:
-    """np.save through a temporary file in the same folder (never a half-written file)."""
-    return atomic_write(path, lambda f: np.save(f, array))
-
-
-def write_json(path, obj) -> Path:
-    """JSON through a temporary file in the same folder."""
-    return atomic_write(path, lambda f: f.write(json.dumps(obj, indent=2) + "\n"), binary=False)
 
 
 def scaled_schedule(kind: str, T: int):

@@ -221,8 +221,7 @@ def main(argv=None, prog="python -m ddpm_ref.mnist_eval") -> int:
     D = int(np.prod(ck.net.x_shape))
     rep = {"checkpoint": ck.path, "step": ck.step, "T": ck.sched.T, "wall_s": wall,
            "units": "bits/dim", **summarize(terms, D)}
-    from ddpm_ref._io import atomic_write
-    from ddpm_ref.demo import write_json
+    from ddpm_ref._io import atomic_write, write_json
 
     write_json(out / "summary.json", rep)
     arrays = dict(L_T=terms["L_T"], labels=labels, l_simple=terms["l_simple"],

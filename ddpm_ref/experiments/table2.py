@@ -185,8 +185,7 @@ def main(argv=None, prog="python -m ddpm_ref.experiments.table2") -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results = run_table2(cfg, rows, progress=not args.quiet)
-    from ddpm_ref._io import atomic_write
-    from ddpm_ref.demo import write_json
+    from ddpm_ref._io import atomic_write, write_json
 
     write_json(out / "results.json", {"config": asdict(cfg), "rows": results})
     table = markdown_table(results)
