@@ -75,6 +75,59 @@ def test_layout_copies_match_twins(rng):
     np.testing.assert_array_equal(t_nb, t_np)
 
 
+def test_upsample_kernels_match_twins_and_are_adjoint(rng):
+    x = rng.standard_normal((2, 3, 4, 5))
+    up_nb, up_np = np.empty((2, 3, 8, 10)), np.empty((2, 3, 8, 10))
+    K.upsample2x_fwd_numba(x, up_nb)
+    K.upsample2x_fwd_numpy(x, up_np)
+    np.testing.assert_array_equal(up_nb, up_np)
+    np.testing.assert_array_equal(up_nb[:, :, 7, 9], x[:, :, 3, 4])  # out[2i+1, 2j+1] = x[i, j]
+    d = rng.standard_normal((2, 3, 8, 10))
+    dx_nb, dx_np = np.empty_like(x), np.empty_like(x)
+    K.upsample2x_bwd_numba(d, dx_nb)
+    K.upsample2x_bwd_numpy(d, dx_np)
+    np.testing.assert_array_equal(dx_nb, dx_np)  # same summation order: bitwise equal
+    # the backward is the adjoint of the forward: <up(x), d> = <x, up^T(d)>
+    np.testing.assert_allclose(np.sum(up_nb * d), np.sum(x * dx_nb), rtol=1e-12)
+    with pytest.raises(ValueError, match="shapes do not match"):
+        K.upsample2x_bwd_numba(d, np.empty((2, 3, 4, 4)))
+
+
+def test_winograd_kernels_match_twins_and_are_adjoint(rng):
+    m, C, F, H, W = 2, 3, 5, 6, 4  # 3 x 2 tiles per image, 3 x 3 with the padding tile
+    Tp = (H // 2) * (W // 2 + 1)
+    x = rng.standard_normal((m, C, H, W))
+    V = {}
+    for k in ("numba", "numpy"):
+        V[k] = rng.standard_normal((16, C, m * Tp))  # garbage in: every entry must be written
+        getattr(K, f"wino_in_{k}")(x, V[k])
+    assert rel_error(V["numba"], V["numpy"]) < TWIN_TOL
+    pad = V["numba"].reshape(16, C, m, H // 2, W // 2 + 1)[..., -1]
+    np.testing.assert_array_equal(pad, 0.0)  # padding tiles hold zeros
+    dV = rng.standard_normal(V["numba"].shape)
+    dx_nb, dx_np = np.empty_like(x), np.empty_like(x)
+    K.wino_in_adj_numba(dV.copy(), dx_nb)  # (dV is scratch for the kernel)
+    K.wino_in_adj_numpy(dV, dx_np)
+    assert rel_error(dx_nb, dx_np) < TWIN_TOL
+    np.testing.assert_allclose(np.sum(V["numba"] * dV), np.sum(x * dx_nb), rtol=1e-12)
+
+    M, b = rng.standard_normal((16, F, m * Tp)), np.zeros(F)
+    out_nb, out_np = np.empty((m, F, H, W)), np.empty((m, F, H, W))
+    K.wino_out_numba(M, b, out_nb)
+    K.wino_out_numpy(M, b, out_np)
+    assert rel_error(out_nb, out_np) < TWIN_TOL
+    d = rng.standard_normal(out_nb.shape)
+    dM_nb, dM_np = rng.standard_normal(M.shape), rng.standard_normal(M.shape)
+    K.wino_out_adj_numba(d, dM_nb)
+    K.wino_out_adj_numpy(d, dM_np)
+    assert rel_error(dM_nb, dM_np) < TWIN_TOL
+    np.testing.assert_allclose(np.sum(out_nb * d), np.sum(M * dM_nb), rtol=1e-12)
+    with pytest.raises(ValueError, match="shapes do not match"):
+        K.wino_in_numba(x, np.empty((16, C, m * Tp - 1)))
+    with pytest.raises(ValueError, match="shapes do not match"):
+        K.wino_out_numba(M, b, np.empty((m, F, H + 1, W)))
+
+
 @pytest.mark.parametrize("shape,G", [((2, 8, 15), 4), ((3, 6, 7), 6), ((1, 4, 9), 1)])
 def test_groupnorm_kernels_match_twins(rng, shape, G):
     N, C, P = shape

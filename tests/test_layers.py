@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from ddpm_ref.nn import _parallel, conv
+from ddpm_ref.nn import _parallel, conv, winograd
 from ddpm_ref.nn import layers as L
 from ddpm_ref.nn.gradcheck import check_layer, numerical_grad, rel_error
 
@@ -83,6 +83,8 @@ CONV_CASES = [  # (N, C, H, W, F, k, stride, pad)
     (2, 5, 6, 5, 2, 3, 1, None),  # F < C: dx by the transposed convolution
     (1, 3, 5, 6, 2, 4, 1, 1),  # F < C with an even kernel, output smaller than input
     (2, 3, 5, 5, 2, 1, 2, 0),  # strided 1x1 (not the 1x1 fast path)
+    (2, 8, 6, 4, 9, 3, 1, None),  # 3x3 "same", even sizes, >= 8 channels: Winograd F(2x2, 3x3)
+    (3, 10, 4, 6, 8, 3, 1, 1),  # Winograd, F < C
 ]
 
 
@@ -135,6 +137,48 @@ def test_conv2d_chunking_changes_nothing(rng, monkeypatch):
     assert max(rel_error(g, g1) for g, g1 in zip(grads, grads1, strict=True)) < 1e-12
 
 
+def test_winograd_applies_to_the_unets_same_convolutions():
+    assert winograd.applies((2, 32, 28, 28), (32, 32, 3, 3), 1, 1)
+    assert winograd.applies((2, 64, 14, 14), (64, 128, 3, 3), 1, 1)
+    assert not winograd.applies((2, 64, 7, 7), (64, 64, 3, 3), 1, 1)  # odd size
+    assert not winograd.applies((2, 32, 28, 28), (32, 32, 3, 3), 2, 1)  # downsampling
+    assert not winograd.applies((2, 32, 28, 28), (64, 32, 1, 1), 1, 0)  # 1x1 skip
+    assert not winograd.applies((2, 1, 28, 28), (32, 1, 3, 3), 1, 1)  # conv_in: one channel
+    assert not winograd.applies((2, 32, 28, 28), (1, 32, 3, 3), 1, 1)  # the output conv
+
+
+def test_winograd_matches_im2col_in_any_chunking(rng, monkeypatch):
+    x, w, b = (
+        rng.standard_normal((5, 8, 6, 6)),
+        rng.standard_normal((9, 8, 3, 3)),
+        rng.standard_normal(9),
+    )
+    dout = rng.standard_normal((5, 9, 6, 6))
+    monkeypatch.setattr(conv, "WINOGRAD", False)
+    out, cache = L.conv2d_forward(x, w, b)
+    ref = (out,) + L.conv2d_backward(dout, cache)
+    monkeypatch.setattr(conv, "WINOGRAD", True)
+    monkeypatch.setitem(_parallel._state, "n", 2)
+    monkeypatch.setitem(_parallel._state, "pool", ThreadPoolExecutor(2))
+    for chunk in (1, 1 << 30):  # one image per chunk, or each worker's range in one
+        monkeypatch.setattr(winograd, "CHUNK_BYTES", chunk)
+        out, cache = L.conv2d_forward(x, w, b)
+        got = (out,) + L.conv2d_backward(dout, cache)
+        for a, b_ in zip(ref, got, strict=True):
+            assert rel_error(a, b_) < 1e-12
+
+
+def test_winograd_float32_error_is_float32_rounding(rng):
+    # F(2x2, 3x3) adds a few roundings per output (its transforms only add and halve): its float32
+    # result stays within a few float32 epsilons of the exact one, like the direct sum's
+    x, w, b = rng.standard_normal((2, 32, 8, 8)), rng.standard_normal((16, 32, 3, 3)), np.zeros(16)
+    exact = _naive_conv(x, w, b, 1, 1)
+    f32 = [a.astype(np.float32) for a in (x, w, b)]
+    out = L.conv2d_forward(*f32)[0]
+    err = np.abs(out - exact).max() / np.abs(exact).max()
+    assert err < 20 * np.finfo(np.float32).eps  # measured: about 2 eps (im2col: about 5)
+
+
 def test_groupnorm_and_silu_split_over_workers_change_nothing(rng, monkeypatch):
     from ddpm_ref.nn import norm
 
@@ -157,11 +201,46 @@ def test_groupnorm_and_silu_split_over_workers_change_nothing(rng, monkeypatch):
         assert rel_error(a, b_) < 1e-12
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_groupnorm_silu_is_groupnorm_then_silu_bitwise(rng, monkeypatch, dtype):
+    from ddpm_ref.nn import norm
+
+    x = (rng.standard_normal((7, 4, 3, 3)) * 2 + 1).astype(dtype)
+    g, b = rng.standard_normal(4).astype(dtype), rng.standard_normal(4).astype(dtype)
+    dout = rng.standard_normal(x.shape).astype(dtype)
+    y, c_gn = L.groupnorm_forward(x, g, b, 2)
+    z, c_act = L.silu_forward(y)
+    ref = (z,) + L.groupnorm_backward(L.silu_backward(dout, c_act), c_gn)
+    monkeypatch.setitem(_parallel._state, "n", 2)
+    monkeypatch.setitem(_parallel._state, "pool", ThreadPoolExecutor(2))
+    monkeypatch.setattr(norm, "_GRAIN", 1)  # two workers ...
+    monkeypatch.setattr(norm, "_BLOCK", 2 * 4 * 9)  # ... each with blocks of 2 images and a rest
+    z2, cache = L.groupnorm_silu_forward(x, g, b, 2)
+    got = (z2,) + L.groupnorm_silu_backward(dout, cache)
+    for a, b_ in zip(ref, got, strict=True):
+        assert a.dtype == b_.dtype == dtype
+        np.testing.assert_array_equal(a, b_)
+
+
+def test_groupnorm_silu_grad(rng):
+    x = rng.standard_normal((3, 6, 3, 4)) * 2 + 1
+    args = [x, rng.standard_normal(6), rng.standard_normal(6), 3]
+    errs = check_layer(
+        L.groupnorm_silu_forward, L.groupnorm_silu_backward, args, wrt=[0, 1, 2], rng=rng
+    )
+    assert max(errs) < TOL
+
+
 def test_parallel_ranges_cover_the_batch(monkeypatch):
     monkeypatch.setitem(_parallel._state, "n", 3)
     monkeypatch.setitem(_parallel._state, "pool", ThreadPoolExecutor(3))
-    assert _parallel.map_ranges(lambda a, z: (a, z), 7) == [(0, 2), (2, 5), (5, 7)]
-    assert _parallel.map_ranges(lambda a, z: (a, z), 2) == [(0, 1), (1, 2)]  # fewer images
+    for N, n_ranges in [(7, 3), (9, 3), (2, 2), (1, 1)]:  # N < 3: one image per range
+        ranges = _parallel.map_ranges(lambda a, z: (a, z), N)
+        assert len(ranges) == n_ranges
+        assert ranges[0][0] == 0 and ranges[-1][1] == N
+        assert all(r[1] == s[0] for r, s in zip(ranges[:-1], ranges[1:], strict=True))
+        sizes = [z - a for a, z in ranges]
+        assert min(sizes) >= 1 and max(sizes) - min(sizes) <= 1  # balanced
 
 
 def test_groupnorm_forward_normalises_groups(rng):
@@ -340,6 +419,13 @@ def test_bad_inputs_raise(rng):
         L.groupnorm_forward(x4, np.ones(4), np.zeros(4), G=3)
     with pytest.raises(ValueError, match="^gamma:"):
         L.groupnorm_forward(x4, np.ones(5), np.zeros(4), G=2)
+    with pytest.raises(ValueError, match="^G:"):
+        L.groupnorm_silu_forward(x4, np.ones(4), np.zeros(4), G=3)
+    with pytest.raises(ValueError, match="^beta:"):
+        L.groupnorm_silu_forward(x4, np.ones(4), np.zeros(3), G=2)
+    _, cache = L.groupnorm_silu_forward(x4, np.ones(4), np.zeros(4), G=2)
+    with pytest.raises(ValueError, match="^dout:"):
+        L.groupnorm_silu_backward(x4[:1], cache)
     with pytest.raises(ValueError, match="^w_qkv:"):
         L.attention_forward(x4, np.ones((4, 4)), np.ones(12), np.ones((4, 4)), np.ones(4))
     with pytest.raises(ValueError, match="^p:"):

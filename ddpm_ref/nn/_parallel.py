@@ -24,7 +24,6 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numba
-import numpy as np
 
 _lock = threading.Lock()
 _state = {"pool": None, "n": None}
@@ -93,9 +92,8 @@ def map_ranges(fn, N, grain=1):
     n = min(num_workers(), N // max(1, grain))
     if n <= 1:
         return [fn(0, N)]
-    bounds = np.linspace(0, N, n + 1).round().astype(int)  # balanced contiguous ranges
+    bounds = [N * i // n for i in range(n + 1)]  # balanced contiguous ranges
     futures = [
-        _state["pool"].submit(fn, int(a), int(z))
-        for a, z in zip(bounds[:-1], bounds[1:], strict=True)
+        _state["pool"].submit(fn, a, z) for a, z in zip(bounds[:-1], bounds[1:], strict=True)
     ]
     return [f.result() for f in futures]

@@ -14,6 +14,10 @@ and the backward pass is two matmuls and the adjoint of im2col:
 
 (dout2 is dout with the image and channel axes swapped, (F, m Ho Wo).)
 
+The U-Net's 3x3 "same" convolutions on even-sized images take a faster route, Winograd's F(2x2, 3x3)
+(:mod:`.winograd`: 16 multiplications per output tile and channel pair where this takes 36); set
+``WINOGRAD = False`` to run every convolution as below.
+
 The batch is split into one contiguous range of images per core (:mod:`._parallel`); each
 worker thread processes its range in chunks of about ``CHUNK_BYTES`` of cols, small enough to stay
 in its core's cache, with single-threaded matmuls. Unrolling the whole batch at once would cost 9x
@@ -24,10 +28,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from ddpm_ref.nn import _parallel, kernels
+from ddpm_ref.nn import _parallel, kernels, winograd
 from ddpm_ref.nn._checks import check_array, check_same_dtype
 
 CHUNK_BYTES = 2 << 20  # target size of one chunk's cols buffer, per worker thread
+WINOGRAD = True  # 3x3 stride-1 pad-1 convolutions on even H, W by nn/winograd.py
 
 
 def _chunk_size(N, bytes_per_image):
@@ -74,6 +79,8 @@ def conv2d_forward(x, w, b, stride=1, pad=None):
         raise ValueError(f"x: spatial size {(H, W)} too small for k={k}, pad={pad}")
 
     x = np.ascontiguousarray(x)
+    if WINOGRAD and winograd.applies(x.shape, w.shape, stride, pad):
+        return winograd.conv3x3_forward(x, w, b), (x, w, stride, pad)
     # (1x1 convolutions too: it beats np.matmul(w, x), N small multithreaded BLAS calls)
     return _forward_im2col(x, w, b, stride, pad), (x, w, stride, pad)
 
@@ -132,10 +139,11 @@ def conv2d_backward(dout, cache):
     check_array("dout", dout, shape=(N, F, Ho, Wo))
     check_same_dtype(x, dout=dout)
     dout = np.ascontiguousarray(dout)
+    if WINOGRAD and winograd.applies(x.shape, w.shape, stride, pad):
+        return winograd.conv3x3_backward(dout, x, w)
     dout3 = dout.reshape(N, F, Ho * Wo)  # (N, F, P)
-    db = dout3.sum(axis=(0, 2))  # (F,)
     transposed = stride == 1 and F < C and pad <= k - 1
-    dx, dw = _backward_im2col(x, w, dout3, stride, pad, want_dx=not transposed)
+    dx, dw, db = _backward_im2col(x, w, dout3, stride, pad, want_dx=not transposed)
     if transposed:
         w_t = np.ascontiguousarray(w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])  # (C, F, k, k)
         dx = _forward_im2col(dout, w_t, np.zeros(C, dtype=x.dtype), 1, k - 1 - pad)
@@ -143,21 +151,26 @@ def conv2d_backward(dout, cache):
 
 
 def _backward_im2col(x, w, dout3, stride, pad, want_dx):
-    """dw (and dx by col2im if want_dx, else None), image ranges in parallel."""
+    """dx by col2im (if want_dx, else None), dw and db, image ranges in parallel."""
     F, C, k, _ = w.shape
     w2 = w.reshape(F, C * k * k)  # (F, C k k)
     dx = np.empty_like(x) if want_dx else None  # (N, C, H, W)
     parts = _parallel.map_ranges(
         lambda a, z: _backward_range(x, w2, dout3, k, stride, pad, dx, a, z), x.shape[0]
     )
-    dw2t = parts[0] if len(parts) == 1 else np.sum(parts, axis=0)  # (C k k, F)
-    return dx, np.ascontiguousarray(dw2t.T).reshape(w.shape)
+    dw2t, db = parts[0]  # (C k k, F), (F,): sums over the ranges
+    for dw2t_part, db_part in parts[1:]:
+        dw2t += dw2t_part
+        db += db_part
+    return dx, np.ascontiguousarray(dw2t.T).reshape(w.shape), db
 
 
 def _backward_range(x, w2, dout3, k, stride, pad, dx, a, z):
-    """Images a..z-1 of the backward pass: returns their dw2^T, writes their dx (if dx given)."""
+    """Images a..z-1 of the backward pass: returns their dw2^T and db, writes their dx (if
+    dx given)."""
     (F, K), P = w2.shape, dout3.shape[2]
     dw2t = np.zeros((K, F), dtype=x.dtype)  # (C k k, F), dw2 transposed
+    db = np.zeros(F, dtype=x.dtype)  # (F,), db = sum of dout over images and positions
     dw_part = np.empty((K, F), dtype=x.dtype)
     nb = _chunk_size(z - a, K * P * x.itemsize)
     cols_buf = np.empty(K * nb * P, dtype=x.dtype)
@@ -175,8 +188,9 @@ def _backward_range(x, w2, dout3, k, stride, pad, dx, a, z):
         # dout2 @ cols^T at these shapes)
         np.matmul(cols.reshape(K, m * P), d2.T, out=dw_part)
         dw2t += dw_part
+        db += d2.sum(axis=1)
         if dx is not None:
             # dcols = w2^T @ dout2, written over cols (no longer needed)
             np.matmul(w2.T, d2, out=cols.reshape(K, m * P))
             kernels.col2im(cols, k, stride, pad, dx[n0 : n0 + m])
-    return dw2t
+    return dw2t, db

@@ -216,6 +216,322 @@ def mf_to_fm_numpy(a, out):
 
 
 # ----------------------------------------------------------------------------------------------
+# Winograd F(2x2, 3x3) transforms (nn/winograd.py) for 3x3 stride-1 pad-1 convolutions, even H, W.
+# Output tile (ti, tj) of 2x2 pixels reads the 4x4 patch d of the padded input at rows 2ti..2ti+3,
+# columns 2tj..2tj+3. Tiles are numbered q = ti (Tw + 1) + tj with one padding tile tj = Tw per row
+# (Tp = Th (Tw + 1) per image), so that a shift by one tile row or column is a shift of the flat
+# index: each transform is a few long loops over whole planes. V[4a + b, c, n Tp + q] holds
+# (B^T d B)[a, b] (0 on padding tiles); an output tile is A^T M A from M[4a + b, f, n Tp + q].
+# The padded plane is kept de-interleaved, S[2r + s, u (Tw + 1) + v] = x_pad[2u + r, 2v + s], so
+# that patch row k of tile row ti is S[k % 2] shifted by (k // 2) tile rows.
+_BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], dtype=np.float64)
+_AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], dtype=np.float64)
+
+# Flat-array helpers with offsets. _expect(offsets >= 0) lets LLVM drop the negative-index
+# wraparound in the loop (about 3x faster than slicing a view per call).
+
+
+@njit(cache=True)
+def _comb(dst, d0, a, a0, b, b0, sign, n):
+    # dst[d0 + j] = a[a0 + j] + sign * b[b0 + j], j < n, sign = +1 or -1
+    if d0 < 0 or a0 < 0 or b0 < 0:
+        return
+    if sign > 0:
+        for j in range(n):
+            dst[d0 + j] = a[a0 + j] + b[b0 + j]
+    else:
+        for j in range(n):
+            dst[d0 + j] = a[a0 + j] - b[b0 + j]
+
+
+@njit(cache=True)
+def _acc(dst, d0, a, a0, sign, n):
+    # dst[d0 + j] += sign * a[a0 + j]
+    if d0 < 0 or a0 < 0:
+        return
+    if sign > 0:
+        for j in range(n):
+            dst[d0 + j] += a[a0 + j]
+    else:
+        for j in range(n):
+            dst[d0 + j] -= a[a0 + j]
+
+
+@njit(cache=True)
+def _set(dst, d0, a, a0, sign, n):
+    # dst[d0 + j] = sign * a[a0 + j]
+    if d0 < 0 or a0 < 0:
+        return
+    if sign > 0:
+        for j in range(n):
+            dst[d0 + j] = a[a0 + j]
+    else:
+        for j in range(n):
+            dst[d0 + j] = -a[a0 + j]
+
+
+@njit(cache=True)
+def _split2(a, a0, b, b0, src, s0, n):
+    # de-interleave: a[a0 + j] = src[s0 + 2j], b[b0 + j] = src[s0 + 2j + 1]
+    if a0 < 0 or b0 < 0 or s0 < 0:
+        return
+    for j in range(n):
+        a[a0 + j] = src[s0 + 2 * j]
+        b[b0 + j] = src[s0 + 2 * j + 1]
+
+
+@njit(cache=True)
+def _merge2(dst, d0, a, a0, b, b0, n, bias):
+    # interleave: dst[d0 + 2j] = a[a0 + j] + bias, dst[d0 + 2j + 1] = b[b0 + j] + bias
+    if d0 < 0 or a0 < 0 or b0 < 0:
+        return
+    for j in range(n):
+        dst[d0 + 2 * j] = a[a0 + j] + bias
+        dst[d0 + 2 * j + 1] = b[b0 + j] + bias
+
+
+@njit(nogil=True, cache=True)
+def wino_in_numba(x, V):
+    m, C, H, W = x.shape
+    Th, Tw = H // 2, W // 2
+    K1, Tp, P = Tw + 1, Th * (Tw + 1), (Th + 1) * (Tw + 1)
+    _expect(H % 2 == 0 and W % 2 == 0 and V.shape == (16, C, m * Tp))
+    S = np.zeros(4 * P, dtype=x.dtype)  # the plane de-interleaved; its borders stay 0
+    R = np.empty(8 * Tp, dtype=x.dtype)  # R[(2a + s) Tp + q]: (B^T d)[a] on columns of parity s
+    Vf, xf = V.reshape(V.size), x.reshape(x.size)
+    row = C * m * Tp  # from V[xi] to V[xi + 1]
+    for c in range(C):
+        for n in range(m):
+            for i in range(H):  # x[i, j] is x_pad[i + 1, j + 1]; x[i, 2v] goes to S[2r + 1]
+                o = (i + 1) % 2 * 2 * P + (i + 1) // 2 * K1
+                _split2(S, o + P, S, o + 1, xf, ((n * C + c) * H + i) * W, Tw)
+            for s in range(2):  # rows of B^T d; d0, d2 = S[s] at q, q + K1; d1, d3 = S[2 + s]
+                e, o = s * P, (2 + s) * P
+                _comb(R, s * Tp, S, e, S, e + K1, -1, Tp)  # d0 - d2
+                _comb(R, (2 + s) * Tp, S, o, S, e + K1, 1, Tp)  # d1 + d2
+                _comb(R, (4 + s) * Tp, S, e + K1, S, o, -1, Tp)  # d2 - d1
+                _comb(R, (6 + s) * Tp, S, o, S, o + K1, -1, Tp)  # d1 - d3
+            q0 = (c * m + n) * Tp
+            for a in range(4):  # columns: c0, c2 = R[2a] at q, q + 1; c1, c3 = R[2a + 1]
+                r0, r1, v0 = 2 * a * Tp, (2 * a + 1) * Tp, 4 * a * row + q0
+                _comb(Vf, v0, R, r0, R, r0 + 1, -1, Tp - 1)  # c0 - c2
+                _comb(Vf, v0 + row, R, r1, R, r0 + 1, 1, Tp - 1)  # c1 + c2
+                _comb(Vf, v0 + 2 * row, R, r0 + 1, R, r1, -1, Tp - 1)  # c2 - c1
+                _comb(Vf, v0 + 3 * row, R, r1, R, r1 + 1, -1, Tp - 1)  # c1 - c3
+            for xi in range(16):  # padding tiles
+                for ti in range(Th):
+                    Vf[xi * row + q0 + ti * K1 + Tw] = 0
+
+
+def _patches(xp, H, W):
+    # d[n, c, ti, tj, a, b] = xp[n, c, 2 ti + a, 2 tj + b]: the 4x4 patch of every tile
+    rows = [[xp[:, :, a : a + H : 2, b : b + W : 2] for b in range(4)] for a in range(4)]
+    return np.stack([np.stack(r, axis=-1) for r in rows], axis=-2)  # (m, C, Th, Tw, 4, 4)
+
+
+def _tiles(A, m, H, W):
+    # A (16, X, m Tp) -> view (16, X, m, Th, Tw + 1); [..., :W // 2] are the real tiles
+    return A.reshape(16, A.shape[1], m, H // 2, W // 2 + 1)
+
+
+def wino_in_numpy(x, V):
+    """NumPy twin: V[4a + b, c, n Tp + q] = (B^T d_q B)[a, b] for the patch d_q of tile q."""
+    m, C, H, W = x.shape
+    d = _patches(np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1))), H, W)  # (m, C, Th, Tw, 4, 4)
+    v = _BT @ d @ _BT.T  # (m, C, Th, Tw, 4, 4)
+    Vt = _tiles(V, m, H, W)  # (16, C, m, Th, Tw + 1)
+    Vt[..., : W // 2] = v.reshape(m, C, H // 2, W // 2, 16).transpose(4, 1, 0, 2, 3)
+    Vt[..., W // 2] = 0
+
+
+@njit(nogil=True, cache=True)
+def wino_in_adj_numba(dV, dx):
+    # dV is scratch: its padding tiles are zeroed (wino_in wrote constants there)
+    m, C, H, W = dx.shape
+    Th, Tw = H // 2, W // 2
+    K1, Tp, P = Tw + 1, Th * (Tw + 1), (Th + 1) * (Tw + 1)
+    _expect(H % 2 == 0 and W % 2 == 0 and dV.shape == (16, C, m * Tp))
+    dS = np.empty(4 * P, dtype=dx.dtype)
+    dR = np.empty(8 * Tp, dtype=dx.dtype)
+    dVf, dxf = dV.reshape(dV.size), dx.reshape(dx.size)
+    row = C * m * Tp
+    for c in range(C):
+        for n in range(m):
+            q0 = (c * m + n) * Tp
+            for xi in range(16):
+                for ti in range(Th):
+                    dVf[xi * row + q0 + ti * K1 + Tw] = 0
+            for a in range(4):  # adjoint of the columns step of wino_in
+                r0, r1, v0 = 2 * a * Tp, (2 * a + 1) * Tp, 4 * a * row + q0
+                _set(dR, r0, dVf, v0, 1, Tp - 1)  # dc0
+                dR[r0 + Tp - 1] = 0
+                _acc(dR, r0 + 1, dVf, v0, -1, Tp - 1)  # dc2
+                _acc(dR, r0 + 1, dVf, v0 + row, 1, Tp - 1)
+                _acc(dR, r0 + 1, dVf, v0 + 2 * row, 1, Tp - 1)
+                _comb(dR, r1, dVf, v0 + row, dVf, v0 + 2 * row, -1, Tp - 1)  # dc1
+                _acc(dR, r1, dVf, v0 + 3 * row, 1, Tp - 1)
+                dR[r1 + Tp - 1] = 0
+                _acc(dR, r1 + 1, dVf, v0 + 3 * row, -1, Tp - 1)  # dc3
+            dS[:] = 0
+            for s in range(2):  # adjoint of the rows step
+                e, o = s * P, (2 + s) * P
+                a0, a1, a2, a3 = s * Tp, (2 + s) * Tp, (4 + s) * Tp, (6 + s) * Tp
+                _acc(dS, e, dR, a0, 1, Tp)  # dd0
+                _acc(dS, e + K1, dR, a0, -1, Tp)  # dd2
+                _acc(dS, e + K1, dR, a1, 1, Tp)
+                _acc(dS, e + K1, dR, a2, 1, Tp)
+                _acc(dS, o, dR, a1, 1, Tp)  # dd1
+                _acc(dS, o, dR, a2, -1, Tp)
+                _acc(dS, o, dR, a3, 1, Tp)
+                _acc(dS, o + K1, dR, a3, -1, Tp)  # dd3
+            for i in range(H):  # gather back where wino_in took x from
+                o = (i + 1) % 2 * 2 * P + (i + 1) // 2 * K1
+                _merge2(dxf, ((n * C + c) * H + i) * W, dS, o + P, dS, o + 1, Tw, 0)
+
+
+def wino_in_adj_numpy(dV, dx):
+    """NumPy twin: dx = the adjoint of wino_in (each tile adds B dV_q B^T onto its patch;
+    padding tiles ignored)."""
+    m, C, H, W = dx.shape
+    g = _tiles(dV, m, H, W)[..., : W // 2]  # (16, C, m, Th, Tw)
+    g = g.reshape(4, 4, C, m, H // 2, W // 2).transpose(3, 2, 4, 5, 0, 1)  # (m, C, Th, Tw, 4, 4)
+    dd = _BT.T @ g @ _BT  # (m, C, Th, Tw, 4, 4)
+    dxp = np.zeros((m, C, H + 2, W + 2), dtype=dx.dtype)
+    for a in range(4):
+        for b in range(4):
+            dxp[:, :, a : a + H : 2, b : b + W : 2] += dd[..., a, b]
+    dx[...] = dxp[:, :, 1 : H + 1, 1 : W + 1]
+
+
+@njit(nogil=True, cache=True)
+def wino_out_numba(M, bias, out):
+    m, F, H, W = out.shape
+    Th, Tw = H // 2, W // 2
+    K1, Tp = Tw + 1, Th * (Tw + 1)
+    _expect(H % 2 == 0 and W % 2 == 0 and M.shape == (16, F, m * Tp) and bias.shape[0] == F)
+    U = np.empty(8 * Tp, dtype=out.dtype)  # U[(4e + b) Tp + q] = (A^T M)[e, b]
+    Y = np.empty(4 * Tp, dtype=out.dtype)  # Y[(2e + g) Tp + q] = (A^T M A)[e, g]
+    Mf, of = M.reshape(M.size), out.reshape(out.size)
+    row = F * m * Tp
+    for f in range(F):
+        for n in range(m):
+            q0 = (f * m + n) * Tp
+            for b in range(4):  # rows: u0 = M0 + M1 + M2, u1 = M1 - M2 - M3 (column b)
+                _comb(U, b * Tp, Mf, b * row + q0, Mf, (4 + b) * row + q0, 1, Tp)
+                _acc(U, b * Tp, Mf, (8 + b) * row + q0, 1, Tp)
+                _comb(U, (4 + b) * Tp, Mf, (4 + b) * row + q0, Mf, (8 + b) * row + q0, -1, Tp)
+                _acc(U, (4 + b) * Tp, Mf, (12 + b) * row + q0, -1, Tp)
+            for e in range(2):  # columns: y0 = u0 + u1 + u2, y1 = u1 - u2 - u3
+                u = 4 * e * Tp
+                _comb(Y, 2 * e * Tp, U, u, U, u + Tp, 1, Tp)
+                _acc(Y, 2 * e * Tp, U, u + 2 * Tp, 1, Tp)
+                _comb(Y, (2 * e + 1) * Tp, U, u + Tp, U, u + 2 * Tp, -1, Tp)
+                _acc(Y, (2 * e + 1) * Tp, U, u + 3 * Tp, -1, Tp)
+            o = (n * F + f) * H * W
+            for ti in range(Th):  # output rows 2ti, 2ti + 1 interleave y_e0, y_e1
+                q = ti * K1
+                _merge2(of, o + 2 * ti * W, Y, q, Y, Tp + q, Tw, bias[f])
+                _merge2(of, o + (2 * ti + 1) * W, Y, 2 * Tp + q, Y, 3 * Tp + q, Tw, bias[f])
+
+
+def wino_out_numpy(M, bias, out):
+    """NumPy twin: out tile q of filter f = A^T M_q A + bias[f], M_q = M[:, f, n Tp + q]."""
+    m, F, H, W = out.shape
+    Mq = _tiles(M, m, H, W)[..., : W // 2]  # (16, F, m, Th, Tw)
+    Mq = Mq.reshape(4, 4, F, m, H // 2, W // 2).transpose(3, 2, 4, 5, 0, 1)  # (m, F, Th, Tw, 4, 4)
+    y = _AT @ Mq @ _AT.T  # (m, F, Th, Tw, 2, 2)
+    out[...] = y.transpose(0, 1, 2, 4, 3, 5).reshape(out.shape) + bias[:, None, None]
+
+
+@njit(nogil=True, cache=True)
+def wino_out_adj_numba(dout, dM):
+    m, F, H, W = dout.shape
+    Th, Tw = H // 2, W // 2
+    K1, Tp = Tw + 1, Th * (Tw + 1)
+    _expect(H % 2 == 0 and W % 2 == 0 and dM.shape == (16, F, m * Tp))
+    Y = np.zeros(4 * Tp, dtype=dout.dtype)  # dout tiles, Y[(2e + g) Tp + q]; padding tiles stay 0
+    Pm = np.empty(8 * Tp, dtype=dout.dtype)  # A dY: Pm[(2a + g) Tp + q]
+    dMf, df = dM.reshape(dM.size), dout.reshape(dout.size)
+    row = F * m * Tp
+    for f in range(F):
+        for n in range(m):
+            o = (n * F + f) * H * W
+            for ti in range(Th):
+                q = ti * K1
+                _split2(Y, q, Y, Tp + q, df, o + 2 * ti * W, Tw)
+                _split2(Y, 2 * Tp + q, Y, 3 * Tp + q, df, o + (2 * ti + 1) * W, Tw)
+            for g in range(2):  # rows of A dY: p0 = y0, p1 = y0 + y1, p2 = y0 - y1, p3 = -y1
+                y0, y1 = g * Tp, (2 + g) * Tp
+                _set(Pm, g * Tp, Y, y0, 1, Tp)
+                _comb(Pm, (2 + g) * Tp, Y, y0, Y, y1, 1, Tp)
+                _comb(Pm, (4 + g) * Tp, Y, y0, Y, y1, -1, Tp)
+                _set(Pm, (6 + g) * Tp, Y, y1, -1, Tp)
+            q0 = (f * m + n) * Tp
+            for a in range(4):  # columns, (A dY) A^T: dM[4a + b] from p_a0, p_a1
+                p0, p1, v0 = 2 * a * Tp, (2 * a + 1) * Tp, 4 * a * row + q0
+                _set(dMf, v0, Pm, p0, 1, Tp)
+                _comb(dMf, v0 + row, Pm, p0, Pm, p1, 1, Tp)
+                _comb(dMf, v0 + 2 * row, Pm, p0, Pm, p1, -1, Tp)
+                _set(dMf, v0 + 3 * row, Pm, p1, -1, Tp)
+
+
+def wino_out_adj_numpy(dout, dM):
+    """NumPy twin: dM_q = A dY_q A^T for each 2x2 tile dY_q of dout (the adjoint of wino_out);
+    0 on padding tiles."""
+    m, F, H, W = dout.shape
+    dy = dout.reshape(m, F, H // 2, 2, W // 2, 2).transpose(0, 1, 2, 4, 3, 5)  # (.., 2, 2)
+    g = _AT.T @ dy @ _AT  # (m, F, Th, Tw, 4, 4)
+    dMt = _tiles(dM, m, H, W)  # (16, F, m, Th, Tw + 1)
+    dMt[..., : W // 2] = g.reshape(m, F, H // 2, W // 2, 16).transpose(4, 1, 0, 2, 3)
+    dMt[..., W // 2] = 0
+
+
+# ----------------------------------------------------------------------------------------------
+# Nearest 2x upsampling, x (m, C, H, W) -> out (m, C, 2H, 2W), and its adjoint (sum of each 2x2)
+
+
+@njit(nogil=True, cache=True)
+def upsample2x_fwd_numba(x, out):
+    m, C, H, W = x.shape
+    _expect(out.shape == (m, C, 2 * H, 2 * W))
+    for n in range(m):
+        for c in range(C):
+            for i in range(H):
+                for j in range(W):
+                    v = x[n, c, i, j]
+                    out[n, c, 2 * i, 2 * j] = v
+                    out[n, c, 2 * i, 2 * j + 1] = v
+                    out[n, c, 2 * i + 1, 2 * j] = v
+                    out[n, c, 2 * i + 1, 2 * j + 1] = v
+
+
+def upsample2x_fwd_numpy(x, out):
+    """NumPy twin: out[n, c, i, j] = x[n, c, i // 2, j // 2] (out contiguous)."""
+    m, C, H, W = x.shape
+    out.reshape(m, C, H, 2, W, 2)[...] = x[:, :, :, None, :, None]
+
+
+@njit(nogil=True, cache=True)
+def upsample2x_bwd_numba(dout, dx):
+    m, C, H, W = dx.shape
+    _expect(dout.shape == (m, C, 2 * H, 2 * W))
+    for n in range(m):
+        for c in range(C):
+            for i in range(H):
+                for j in range(W):
+                    s = dout[n, c, 2 * i, 2 * j] + dout[n, c, 2 * i, 2 * j + 1]
+                    s += dout[n, c, 2 * i + 1, 2 * j]
+                    dx[n, c, i, j] = s + dout[n, c, 2 * i + 1, 2 * j + 1]
+
+
+def upsample2x_bwd_numpy(dout, dx):
+    """NumPy twin: dx[n, c, i, j] = sum of dout over the 2x2 block (2i.., 2j..), same order."""
+    np.add(dout[:, :, 0::2, 0::2], dout[:, :, 0::2, 1::2], out=dx)
+    dx += dout[:, :, 1::2, 0::2]
+    dx += dout[:, :, 1::2, 1::2]
+
+
+# ----------------------------------------------------------------------------------------------
 # GroupNorm on x (N, C, P), P = H W, G groups of C/G channels (statistics per (n, g))
 
 
@@ -371,8 +687,14 @@ def silu_bwd_numpy(dout, x, sig, dx):
 @njit(nogil=True, cache=True, error_model="numpy")  # no zero-division check: vectorises
 def adam_numba(p, g, m, v, c1, c2, step_size, eps_hat, p_out, m_out, v_out):
     n = p.shape[0]
-    _expect(g.shape[0] == n and m.shape[0] == n and v.shape[0] == n and p_out.shape[0] == n
-            and m_out.shape[0] == n and v_out.shape[0] == n)
+    _expect(
+        g.shape[0] == n
+        and m.shape[0] == n
+        and v.shape[0] == n
+        and p_out.shape[0] == n
+        and m_out.shape[0] == n
+        and v_out.shape[0] == n
+    )
     for i in range(n):
         gi = g[i]
         mi = m[i] + c1 * (gi - m[i])  # beta1 m + (1 - beta1) g
@@ -416,6 +738,12 @@ im2col = _pick("im2col")
 col2im = _pick("col2im")
 fm_to_mf_bias = _pick("fm_to_mf_bias")
 mf_to_fm = _pick("mf_to_fm")
+upsample2x_fwd = _pick("upsample2x_fwd")
+upsample2x_bwd = _pick("upsample2x_bwd")
+wino_in = _pick("wino_in")
+wino_in_adj = _pick("wino_in_adj")
+wino_out = _pick("wino_out")
+wino_out_adj = _pick("wino_out_adj")
 groupnorm_fwd = _pick("groupnorm_fwd")
 groupnorm_bwd = _pick("groupnorm_bwd")
 silu_fwd = _pick("silu_fwd")

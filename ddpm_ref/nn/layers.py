@@ -244,7 +244,15 @@ def concat_forward(a, b):
         raise ValueError(f"a: expected at least 2 dims (N, C, ...), got shape {a.shape}")
     check_array("b", b, shape=(a.shape[0], None) + a.shape[2:])
     check_same_dtype(a, b=b)
-    return np.concatenate([a, b], axis=1), a.shape[1]
+    N, Ca = a.shape[:2]
+    out = np.empty((N, Ca + b.shape[1]) + a.shape[2:], dtype=a.dtype)
+
+    def run(n0, n1):  # images n0..n1-1, in a worker thread
+        out[n0:n1, :Ca] = a[n0:n1]
+        out[n0:n1, Ca:] = b[n0:n1]
+
+    _parallel.map_ranges(run, N, grain=_image_grain(out))
+    return out, Ca
 
 
 def concat_backward(dout, cache):
@@ -264,9 +272,12 @@ def upsample2x_forward(x):
     """
     check_array("x", x, ndim=4)
     N, C, H, W = x.shape
-    out = np.empty((N, C, H, 2, W, 2), dtype=x.dtype)  # (N, C, H, 2, W, 2)
-    out[...] = x[:, :, :, None, :, None]
-    return out.reshape(N, C, 2 * H, 2 * W), x.shape
+    x = np.ascontiguousarray(x)
+    out = np.empty((N, C, 2 * H, 2 * W), dtype=x.dtype)
+    _parallel.map_ranges(
+        lambda n0, n1: kernels.upsample2x_fwd(x[n0:n1], out[n0:n1]), N, grain=_image_grain(x)
+    )
+    return out, x.shape
 
 
 def upsample2x_backward(dout, cache):
@@ -277,7 +288,16 @@ def upsample2x_backward(dout, cache):
     """
     N, C, H, W = cache
     check_array("dout", dout, shape=(N, C, 2 * H, 2 * W))
-    return dout.reshape(N, C, H, 2, W, 2).sum(axis=(3, 5))
+    dx = np.empty((N, C, H, W), dtype=dout.dtype)
+    _parallel.map_ranges(
+        lambda n0, n1: kernels.upsample2x_bwd(dout[n0:n1], dx[n0:n1]), N, grain=_image_grain(dx)
+    )
+    return dx
+
+
+def _image_grain(x):
+    """Images per worker below which splitting the batch of x does not pay."""
+    return _GRAIN // (x[0].size or 1) + 1
 
 
 def dropout_forward(x, p, rng):
@@ -314,7 +334,12 @@ def dropout_backward(dout, cache):
 
 from ddpm_ref.nn.attention import attention_backward, attention_forward  # noqa: E402
 from ddpm_ref.nn.conv import conv2d_backward, conv2d_forward  # noqa: E402
-from ddpm_ref.nn.norm import groupnorm_backward, groupnorm_forward  # noqa: E402
+from ddpm_ref.nn.norm import (  # noqa: E402
+    groupnorm_backward,
+    groupnorm_forward,
+    groupnorm_silu_backward,
+    groupnorm_silu_forward,
+)
 
 __all__ = [
     "linear_forward",
@@ -338,6 +363,8 @@ __all__ = [
     "conv2d_backward",
     "groupnorm_forward",
     "groupnorm_backward",
+    "groupnorm_silu_forward",
+    "groupnorm_silu_backward",
     "attention_forward",
     "attention_backward",
 ]

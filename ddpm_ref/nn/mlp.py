@@ -48,8 +48,9 @@ def _silu_backward(dout, cache):
     r"""d/da [a sigma(a)] = sigma(a) (1 + a (1 - sigma(a))), times dout (kernels.silu_bwd)."""
     a, s = cache
     da = np.empty_like(a)
-    kernels.silu_bwd(np.ascontiguousarray(dout).reshape(-1), a.reshape(-1), s.reshape(-1),
-                     da.reshape(-1))
+    kernels.silu_bwd(
+        np.ascontiguousarray(dout).reshape(-1), a.reshape(-1), s.reshape(-1), da.reshape(-1)
+    )
     return da
 
 

@@ -20,6 +20,19 @@ from ddpm_ref.nn import _parallel, kernels
 from ddpm_ref.nn._checks import check_array, check_same_dtype
 
 _GRAIN = 1 << 15  # elements below which a worker hand-off costs more than it saves
+_BLOCK = 1 << 16  # elements per block of groupnorm_silu_*: a block's arrays stay in L2 cache
+
+
+def _check_args(x, gamma, beta, G, eps):
+    check_array("x", x, ndim=4)
+    C = x.shape[1]
+    check_array("gamma", gamma, shape=(C,))
+    check_array("beta", beta, shape=(C,))
+    check_same_dtype(x, gamma=gamma, beta=beta)
+    if int(G) != G or G < 1 or C % G:
+        raise ValueError(f"G: expected a positive divisor of C={C}, got {G}")
+    if not eps > 0:
+        raise ValueError(f"eps: expected a positive number, got {eps}")
 
 
 def groupnorm_forward(x, gamma, beta, G, eps=1e-5):
@@ -34,15 +47,8 @@ def groupnorm_forward(x, gamma, beta, G, eps=1e-5):
         out: (N, C, H, W).
         cache: (x, gamma, mean, rstd, G) with mean, rstd = 1/sqrt(var + eps) of shape (N, G).
     """
-    check_array("x", x, ndim=4)
+    _check_args(x, gamma, beta, G, eps)
     N, C, H, W = x.shape
-    check_array("gamma", gamma, shape=(C,))
-    check_array("beta", beta, shape=(C,))
-    check_same_dtype(x, gamma=gamma, beta=beta)
-    if int(G) != G or G < 1 or C % G:
-        raise ValueError(f"G: expected a positive divisor of C={C}, got {G}")
-    if not eps > 0:
-        raise ValueError(f"eps: expected a positive number, got {eps}")
     x = np.ascontiguousarray(x)
     out = np.empty_like(x)  # (N, C, H, W)
     mean = np.empty((N, G), dtype=x.dtype)
@@ -85,4 +91,82 @@ def groupnorm_backward(dout, cache):
         grain=_GRAIN // (C * H * W) + 1,
     )
 
+    return dx, dgamma_n.sum(axis=0).astype(x.dtype), dbeta_n.sum(axis=0).astype(x.dtype)
+
+
+# ----------------------------------------------------------------------------------------------
+# GroupNorm followed by SiLU, as every residual block and the output head apply them
+
+
+def groupnorm_silu_forward(x, gamma, beta, G, eps=1e-5):
+    """out = SiLU(GroupNorm(x)): the same arithmetic, and bitwise the same result, as
+
+        y, gn_cache = groupnorm_forward(x, gamma, beta, G, eps)
+        out, silu_cache = silu_forward(y)
+
+    but one block of a few images at a time, so that the SiLU reads the normalised block while
+    it is still in cache (run separately, the two layers stream the whole batch through main
+    memory about three more times).
+
+    Args and shapes: as :func:`groupnorm_forward`.
+    Returns:
+        out: (N, C, H, W).
+        cache: (gn_cache, silu_cache), the caches the two layers would return.
+    """
+    _check_args(x, gamma, beta, G, eps)
+    N, C, H, W = x.shape
+    x = np.ascontiguousarray(x)
+    y, t, out = np.empty_like(x), np.empty_like(x), np.empty_like(x)  # (N, C, H, W) each
+    mean = np.empty((N, G), dtype=x.dtype)
+    rstd = np.empty((N, G), dtype=x.dtype)
+    x3, y3 = x.reshape(N, C, H * W), y.reshape(N, C, H * W)
+    nb = max(1, _BLOCK // (C * H * W))  # images per block
+
+    def run(a, z):  # images a..z-1, in a worker thread
+        for n0 in range(a, z, nb):
+            n1 = min(z, n0 + nb)
+            kernels.groupnorm_fwd(
+                x3[n0:n1], gamma, beta, G, eps, y3[n0:n1], mean[n0:n1], rstd[n0:n1]
+            )
+            yf, tf, of = y[n0:n1].reshape(-1), t[n0:n1].reshape(-1), out[n0:n1].reshape(-1)
+            np.multiply(yf, 0.5, out=tf)  # then as silu_forward: t = tanh(y / 2) ...
+            np.tanh(tf, out=tf)
+            kernels.silu_fwd(yf, tf, of)  # ... becomes sigma(y), and out = y sigma(y)
+
+    _parallel.map_ranges(run, N, grain=_GRAIN // (C * H * W) + 1)
+    return out, ((x, gamma, mean, rstd, G), (y, t))
+
+
+def groupnorm_silu_backward(dout, cache):
+    """Backward of :func:`groupnorm_silu_forward`, block by block as the forward (bitwise the
+    same as silu_backward followed by groupnorm_backward).
+
+    Returns:
+        dx (N, C, H, W), dgamma (C,), dbeta (C,).
+    """
+    (x, gamma, mean, rstd, G), (y, sig) = cache
+    check_array("dout", dout, shape=x.shape)
+    check_same_dtype(x, dout=dout)
+    N, C, H, W = x.shape
+    dout = np.ascontiguousarray(dout)
+    dx = np.empty_like(x)  # (N, C, H, W)
+    dgamma_n = np.empty((N, C), dtype=np.float64)  # per-image sums, reduced below
+    dbeta_n = np.empty((N, C), dtype=np.float64)
+    x3, dx3 = x.reshape(N, C, -1), dx.reshape(N, C, -1)
+    nb = max(1, _BLOCK // (C * H * W))
+
+    def run(a, z):
+        dy = np.empty((min(nb, z - a), C, H * W), dtype=x.dtype)  # this worker's scratch
+        for n0 in range(a, z, nb):
+            n1 = min(z, n0 + nb)
+            d = dy[: n1 - n0]  # dL/dy of the block, y = GroupNorm(x)
+            kernels.silu_bwd(
+                dout[n0:n1].reshape(-1), y[n0:n1].reshape(-1), sig[n0:n1].reshape(-1), d.reshape(-1)
+            )
+            kernels.groupnorm_bwd(
+                d, x3[n0:n1], gamma, mean[n0:n1], rstd[n0:n1], G,
+                dx3[n0:n1], dgamma_n[n0:n1], dbeta_n[n0:n1],
+            )  # fmt: skip
+
+    _parallel.map_ranges(run, N, grain=_GRAIN // (C * H * W) + 1)
     return dx, dgamma_n.sum(axis=0).astype(x.dtype), dbeta_n.sum(axis=0).astype(x.dtype)

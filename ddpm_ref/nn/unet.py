@@ -213,12 +213,11 @@ class UNet(EpsNetwork):
             else:  # upsample
                 h, cache = layers.upsample2x_forward(h)  # (B, C, 2H, 2W)
             tape.append((step, cache))
-        h, c_gn = layers.groupnorm_forward(
+        h, c_gn = layers.groupnorm_silu_forward(  # SiLU(GN(h))
             h, params["out.norm.gamma"], params["out.norm.beta"], c.groups
         )
-        h, c_act = layers.silu_forward(h)
         eps_theta, c_out = layers.conv2d_forward(h, params["out.conv.w"], params["out.conv.b"])
-        cache = ((c_t0, c_t1, c_t2, c_t3), tape, (c_gn, c_act, c_out), eps_theta.shape)
+        cache = ((c_t0, c_t1, c_t2, c_t3), tape, (c_gn, c_out), eps_theta.shape)
         return eps_theta, cache
 
     def backward(self, d_eps_theta, cache):
@@ -230,14 +229,13 @@ class UNet(EpsNetwork):
         Returns:
             grads: dict with the keys and shapes of params.
         """
-        (c_t0, c_t1, c_t2, c_t3), tape, (c_gn, c_act, c_out), out_shape = cache
+        (c_t0, c_t1, c_t2, c_t3), tape, (c_gn, c_out), out_shape = cache
         if not isinstance(d_eps_theta, np.ndarray) or d_eps_theta.shape != out_shape:
             got = getattr(d_eps_theta, "shape", type(d_eps_theta).__name__)
             raise ValueError(f"d_eps_theta: expected shape {out_shape}, got {got}")
         g = {}
         dh, g["out.conv.w"], g["out.conv.b"] = layers.conv2d_backward(d_eps_theta, c_out)
-        dh = layers.silu_backward(dh, c_act)
-        dh, g["out.norm.gamma"], g["out.norm.beta"] = layers.groupnorm_backward(dh, c_gn)
+        dh, g["out.norm.gamma"], g["out.norm.beta"] = layers.groupnorm_silu_backward(dh, c_gn)
         d_temb_act = None  # sum over res blocks of dL/dSiLU(temb)
         d_skips = []  # gradients reaching the skip tensors through the concats
         for step, step_cache in reversed(tape):
