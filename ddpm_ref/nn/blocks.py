@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ddpm_ref.nn import layers
+from ddpm_ref.nn import _parallel, layers
 from ddpm_ref.nn.base import fan_avg_uniform
 
 
@@ -98,16 +98,16 @@ def resblock_forward(params, prefix, x, temb_act, groups, dropout=0.0, rng=None)
     )  # (N, Cin, H, W)
     h, c_conv1 = layers.conv2d_forward(h, p("conv1.w"), p("conv1.b"))  # (N, Cout, H, W)
     tproj, c_temb = layers.linear_forward(temb_act, p("temb.w"), p("temb.b"))  # (N, Cout)
-    h += tproj[:, :, None, None]  # conv2d_forward returned a fresh array
+    _parallel.add_into(h, tproj[:, :, None, None])  # h += tproj (h: conv2d_forward's fresh array)
     h, c_gn2 = layers.groupnorm_silu_forward(h, p("norm2.gamma"), p("norm2.beta"), groups)
     h, c_drop = layers.dropout_forward(h, dropout, rng)
     h, c_conv2 = layers.conv2d_forward(h, p("conv2.w"), p("conv2.b"))  # (N, Cout, H, W)
     c_skip = None
     if prefix + ".skip.w" in params:
         skip, c_skip = layers.conv2d_forward(x, p("skip.w"), p("skip.b"))  # (N, Cout, H, W)
-        h += skip
+        _parallel.add_into(h, skip)  # h += skip
     else:
-        h += x  # identity skip
+        _parallel.add_into(h, x)  # h += x, the identity skip
     cache = (prefix, c_gn1, c_conv1, c_temb, c_gn2, c_drop, c_conv2, c_skip)
     return h, cache
 
@@ -130,11 +130,11 @@ def resblock_backward(dout, cache):
     dh = layers.dropout_backward(dh, c_drop)
     dh, g[k("norm2.gamma")], g[k("norm2.beta")] = layers.groupnorm_silu_backward(dh, c_gn2)
     # h + tproj[:, :, None, None]: the projection's gradient sums over H, W
-    dtproj = dh.sum(axis=(2, 3))  # (N, Cout)
+    dtproj = _parallel.sum_hw(dh)  # (N, Cout)
     dtemb_act, g[k("temb.w")], g[k("temb.b")] = layers.linear_backward(dtproj, c_temb)
     dh, g[k("conv1.w")], g[k("conv1.b")] = layers.conv2d_backward(dh, c_conv1)
     dx, g[k("norm1.gamma")], g[k("norm1.beta")] = layers.groupnorm_silu_backward(dh, c_gn1)
-    dx += dx_skip  # both branches read x: their gradients add
+    _parallel.add_into(dx, dx_skip)  # both branches read x: their gradients add
     return dx, dtemb_act, g
 
 

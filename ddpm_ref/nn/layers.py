@@ -256,9 +256,10 @@ def concat_forward(a, b):
 
 
 def concat_backward(dout, cache):
-    """Backward of :func:`concat_forward`. Returns (da, db), views of dout split at Ca."""
+    """Backward of :func:`concat_forward`. Returns (da, db): dout split at Ca, as contiguous
+    copies (the layers they flow into would each copy a view)."""
     Ca = cache
-    return dout[:, :Ca], dout[:, Ca:]
+    return _parallel.copy(dout[:, :Ca]), _parallel.copy(dout[:, Ca:])
 
 
 def upsample2x_forward(x):

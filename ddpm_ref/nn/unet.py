@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ddpm_ref.nn import blocks, layers
+from ddpm_ref.nn import _parallel, blocks, layers
 from ddpm_ref.nn.base import EpsNetwork
 
 
@@ -251,7 +251,8 @@ class UNet(EpsNetwork):
                 dh, g_block = blocks.attnblock_backward(dh, step_cache)
                 g.update(g_block)
             elif kind == "skip":
-                dh = dh + d_skips.pop()  # h fed the next layer and the concat: grads add
+                # h fed the next layer and the concat: grads add (dh is a fresh array)
+                dh = _parallel.add_into(dh, d_skips.pop())
             elif kind == "concat":
                 dh, d_skip = layers.concat_backward(dh, step_cache)
                 d_skips.append(d_skip)
