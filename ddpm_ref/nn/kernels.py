@@ -53,26 +53,57 @@ def _expect(ok):
         raise ValueError("kernel arguments: shapes do not match (see the kernel's twin)")
 
 
-# 1-D helpers. Looping over views from index 0 lets Numba drop its negative-index checks and
-# vectorise the loop (an index like q + shift with shift < 0 would keep them: ~6x slower).
+# 1-D helpers on flat arrays with offsets: dst[d0 + j] for j < n. Returning early unless the offsets
+# are >= 0 lets LLVM drop Numba's negative-index wraparound and vectorise the loop; slicing a view
+# per call instead costs more than copying a 7x7 plane.
 
 
 @njit(cache=True)
-def _zero(dst):
-    for t in range(dst.shape[0]):
-        dst[t] = 0
+def _fill0(dst, d0, n):
+    # dst[d0 + j] = 0
+    if d0 < 0:
+        return
+    for j in range(n):
+        dst[d0 + j] = 0
 
 
 @njit(cache=True)
-def _copy(dst, src):
-    for t in range(dst.shape[0]):
-        dst[t] = src[t]
+def _set(dst, d0, a, a0, sign, n):
+    # dst[d0 + j] = sign * a[a0 + j], sign = +1 or -1
+    if d0 < 0 or a0 < 0:
+        return
+    if sign > 0:
+        for j in range(n):
+            dst[d0 + j] = a[a0 + j]
+    else:
+        for j in range(n):
+            dst[d0 + j] = -a[a0 + j]
 
 
 @njit(cache=True)
-def _add(dst, src):
-    for t in range(dst.shape[0]):
-        dst[t] += src[t]
+def _acc(dst, d0, a, a0, sign, n):
+    # dst[d0 + j] += sign * a[a0 + j]
+    if d0 < 0 or a0 < 0:
+        return
+    if sign > 0:
+        for j in range(n):
+            dst[d0 + j] += a[a0 + j]
+    else:
+        for j in range(n):
+            dst[d0 + j] -= a[a0 + j]
+
+
+@njit(cache=True)
+def _comb(dst, d0, a, a0, b, b0, sign, n):
+    # dst[d0 + j] = a[a0 + j] + sign * b[b0 + j]
+    if d0 < 0 or a0 < 0 or b0 < 0:
+        return
+    if sign > 0:
+        for j in range(n):
+            dst[d0 + j] = a[a0 + j] + b[b0 + j]
+    else:
+        for j in range(n):
+            dst[d0 + j] = a[a0 + j] - b[b0 + j]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -80,13 +111,15 @@ def _add(dst, src):
 
 
 @njit(cache=True)
-def _zero_pad_columns(dst, i0, i1, j0, j1, W):
-    # in a "same" shifted plane, columns j < j0 and j >= j1 of rows i0..i1 read padding
+def _zero_pad_columns(dst, d0, i0, i1, j0, j1, W):
+    # in a "same" shifted plane at dst[d0:], columns j < j0 and j >= j1 of rows i0..i1 read padding
+    if d0 < 0:
+        return
     for i in range(i0, i1):
-        for j in range(j0):
-            dst[i * W + j] = 0
+        for j in range(j0):  # (at most pad columns each side: scalar stores)
+            dst[d0 + i * W + j] = 0
         for j in range(j1, W):
-            dst[i * W + j] = 0
+            dst[d0 + i * W + j] = 0
 
 
 @njit(nogil=True, cache=True)
@@ -94,26 +127,29 @@ def im2col_numba(x, k, stride, pad, cols):
     m, C, H, W = x.shape
     Ho = (H + 2 * pad - k) // stride + 1
     Wo = (W + 2 * pad - k) // stride + 1
-    _expect(cols.shape == (C * k * k, m, Ho * Wo))
+    _expect(cols.shape == (C * k * k, m, Ho * Wo) and x.flags.c_contiguous)
+    P = Ho * Wo
+    xf, colsf = x.reshape(x.size), cols.reshape(cols.size)
     for c in range(C):
         for n in range(m):
-            src = x[n, c].reshape(H * W)  # the input plane, flat
+            s0 = (n * C + c) * H * W  # the input plane is xf[s0 : s0 + H W]
             for di in range(k):
                 i0, i1 = _valid_range(Ho, H, stride, di - pad)
                 for dj in range(k):
                     j0, j1 = _valid_range(Wo, W, stride, dj - pad)
-                    dst = cols[(c * k + di) * k + dj, n]  # (Ho Wo,)
+                    d0 = (((c * k + di) * k + dj) * m + n) * P  # cols[(c k + di) k + dj, n]
                     if stride == 1 and Wo == W:
                         # "same" convolution: the plane shifted by (di - pad) W + (dj - pad),
                         # one contiguous copy, then zeros where it read padding
                         shift = (di - pad) * W + (dj - pad)
                         lo, hi = max(i0 * W, -shift), min(i1 * W, H * W - shift)
-                        _zero(dst[:lo])
-                        _copy(dst[lo:hi], src[lo + shift : hi + shift])
-                        _zero(dst[hi:])
-                        _zero_pad_columns(dst, i0, i1, j0, j1, W)
+                        _fill0(colsf, d0, lo)
+                        _set(colsf, d0 + lo, xf, s0 + lo + shift, 1, hi - lo)
+                        _fill0(colsf, d0 + hi, P - hi)
+                        _zero_pad_columns(colsf, d0, i0, i1, j0, j1, W)
                     else:
-                        _zero(dst)
+                        dst = cols[(c * k + di) * k + dj, n]  # (Ho Wo,)
+                        _fill0(dst, 0, P)
                         for i in range(i0, i1):
                             srow = x[n, c, i * stride + di - pad]  # (W,) input row read
                             for j in range(j0, j1):
@@ -143,23 +179,27 @@ def col2im_numba(dcols, k, stride, pad, dx):
     m, C, H, W = dx.shape
     Ho = (H + 2 * pad - k) // stride + 1
     Wo = (W + 2 * pad - k) // stride + 1
-    _expect(dcols.shape == (C * k * k, m, Ho * Wo))
+    _expect(dcols.shape == (C * k * k, m, Ho * Wo) and dx.flags.c_contiguous)
+    P = Ho * Wo
+    dxf, dcf = dx.reshape(dx.size), dcols.reshape(dcols.size)
     for c in range(C):
         for n in range(m):
-            plane = dx[n, c].reshape(H * W)  # flat
-            _zero(plane)
+            p0 = (n * C + c) * H * W  # the plane dx[n, c] is dxf[p0 : p0 + H W]
+            _fill0(dxf, p0, H * W)
             for di in range(k):
                 i0, i1 = _valid_range(Ho, H, stride, di - pad)
                 for dj in range(k):
                     j0, j1 = _valid_range(Wo, W, stride, dj - pad)
-                    src = dcols[(c * k + di) * k + dj, n]  # (Ho Wo,)
+                    d0 = (((c * k + di) * k + dj) * m + n) * P  # dcols[(c k + di) k + dj, n]
                     if stride == 1 and Wo == W:
                         # add the shifted plane back in one contiguous add (see im2col)
                         shift = (di - pad) * W + (dj - pad)
                         lo, hi = max(i0 * W, -shift), min(i1 * W, H * W - shift)
-                        _zero_pad_columns(src, i0, i1, j0, j1, W)
-                        _add(plane[lo + shift : hi + shift], src[lo:hi])
+                        _zero_pad_columns(dcf, d0, i0, i1, j0, j1, W)
+                        _acc(dxf, p0 + lo + shift, dcf, d0 + lo, 1, hi - lo)
                     else:
+                        plane = dx[n, c].reshape(H * W)  # flat
+                        src = dcols[(c * k + di) * k + dj, n]  # (Ho Wo,)
                         for i in range(i0, i1):
                             base = (i * stride + di - pad) * W + dj - pad  # >= 0 for j >= j0
                             for j in range(j0, j1):
@@ -227,49 +267,6 @@ def mf_to_fm_numpy(a, out):
 # that patch row k of tile row ti is S[k % 2] shifted by (k // 2) tile rows.
 _BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], dtype=np.float64)
 _AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], dtype=np.float64)
-
-# Flat-array helpers with offsets. _expect(offsets >= 0) lets LLVM drop the negative-index
-# wraparound in the loop (about 3x faster than slicing a view per call).
-
-
-@njit(cache=True)
-def _comb(dst, d0, a, a0, b, b0, sign, n):
-    # dst[d0 + j] = a[a0 + j] + sign * b[b0 + j], j < n, sign = +1 or -1
-    if d0 < 0 or a0 < 0 or b0 < 0:
-        return
-    if sign > 0:
-        for j in range(n):
-            dst[d0 + j] = a[a0 + j] + b[b0 + j]
-    else:
-        for j in range(n):
-            dst[d0 + j] = a[a0 + j] - b[b0 + j]
-
-
-@njit(cache=True)
-def _acc(dst, d0, a, a0, sign, n):
-    # dst[d0 + j] += sign * a[a0 + j]
-    if d0 < 0 or a0 < 0:
-        return
-    if sign > 0:
-        for j in range(n):
-            dst[d0 + j] += a[a0 + j]
-    else:
-        for j in range(n):
-            dst[d0 + j] -= a[a0 + j]
-
-
-@njit(cache=True)
-def _set(dst, d0, a, a0, sign, n):
-    # dst[d0 + j] = sign * a[a0 + j]
-    if d0 < 0 or a0 < 0:
-        return
-    if sign > 0:
-        for j in range(n):
-            dst[d0 + j] = a[a0 + j]
-    else:
-        for j in range(n):
-            dst[d0 + j] = -a[a0 + j]
-
 
 @njit(cache=True)
 def _split2(a, a0, b, b0, src, s0, n):
