@@ -259,14 +259,17 @@ def mf_to_fm_numpy(a, out):
 # ----------------------------------------------------------------------------------------------
 # Winograd F(2x2, 3x3) transforms (nn/winograd.py) for 3x3 stride-1 pad-1 convolutions, even H, W.
 # Output tile (ti, tj) of 2x2 pixels reads the 4x4 patch d of the padded input at rows 2ti..2ti+3,
-# columns 2tj..2tj+3. Tiles are numbered q = ti (Tw + 1) + tj with one padding tile tj = Tw per row
-# (Tp = Th (Tw + 1) per image), so that a shift by one tile row or column is a shift of the flat
-# index: each transform is a few long loops over whole planes. V[4a + b, c, n Tp + q] holds
-# (B^T d B)[a, b] (0 on padding tiles); an output tile is A^T M A from M[4a + b, f, n Tp + q].
-# The padded plane is kept de-interleaved, S[2r + s, u (Tw + 1) + v] = x_pad[2u + r, 2v + s], so
-# that patch row k of tile row ti is S[k % 2] shifted by (k // 2) tile rows.
+# columns 2tj..2tj+3. An image has Th x Tw = H/2 x W/2 tiles, laid out with one padding row and
+# column, q = ti (Tw + 1) + tj over Tp = (Th + 1)(Tw + 1) slots, and the chunk's planes follow one
+# another (V[4a + b, c, n Tp + q] holds (B^T d B)[a, b]; an output tile is A^T M A from
+# M[4a + b, f, n Tp + q]). A shift by one tile row or column is then a shift of the flat index, so
+# each step of a transform is one long loop over all planes of the chunk. Padding slots hold
+# finite values that no output reads (and whose gradients are 0).
+# The padded input is kept de-interleaved, S[2r + s, plane, u (Tw + 1) + v] = x_pad[2u + r, 2v + s]:
+# patch row k of tile row ti is S[k % 2] shifted by (k // 2) tile rows.
 _BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], dtype=np.float64)
 _AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], dtype=np.float64)
+
 
 @njit(cache=True)
 def _split2(a, a0, b, b0, src, s0, n):
@@ -292,33 +295,33 @@ def _merge2(dst, d0, a, a0, b, b0, n, bias):
 def wino_in_numba(x, V):
     m, C, H, W = x.shape
     Th, Tw = H // 2, W // 2
-    K1, Tp, P = Tw + 1, Th * (Tw + 1), (Th + 1) * (Tw + 1)
-    _expect(H % 2 == 0 and W % 2 == 0 and V.shape == (16, C, m * Tp))
-    S = np.zeros(4 * P, dtype=x.dtype)  # the plane de-interleaved; its borders stay 0
-    R = np.empty(8 * Tp, dtype=x.dtype)  # R[(2a + s) Tp + q]: (B^T d)[a] on columns of parity s
+    K1, Tp = Tw + 1, (Th + 1) * (Tw + 1)
+    L = C * m * Tp  # one row of V, S or R: every plane of the chunk
+    _expect(H % 2 == 0 and W % 2 == 0 and V.shape == (16, C, m * Tp) and x.flags.c_contiguous)
+    S = np.zeros(4 * L, dtype=x.dtype)  # de-interleaved planes; their borders stay 0
+    R = np.zeros(8 * L, dtype=x.dtype)  # R[(2a + s) L + j]: (B^T d)[a] on columns of parity s
     Vf, xf = V.reshape(V.size), x.reshape(x.size)
-    row = C * m * Tp  # from V[xi] to V[xi + 1]
     for c in range(C):
         for n in range(m):
-            for i in range(H):  # x[i, j] is x_pad[i + 1, j + 1]; x[i, 2v] goes to S[2r + 1]
-                o = (i + 1) % 2 * 2 * P + (i + 1) // 2 * K1
-                _split2(S, o + P, S, o + 1, xf, ((n * C + c) * H + i) * W, Tw)
-            for s in range(2):  # rows of B^T d; d0, d2 = S[s] at q, q + K1; d1, d3 = S[2 + s]
-                e, o = s * P, (2 + s) * P
-                _comb(R, s * Tp, S, e, S, e + K1, -1, Tp)  # d0 - d2
-                _comb(R, (2 + s) * Tp, S, o, S, e + K1, 1, Tp)  # d1 + d2
-                _comb(R, (4 + s) * Tp, S, e + K1, S, o, -1, Tp)  # d2 - d1
-                _comb(R, (6 + s) * Tp, S, o, S, o + K1, -1, Tp)  # d1 - d3
             q0 = (c * m + n) * Tp
-            for a in range(4):  # columns: c0, c2 = R[2a] at q, q + 1; c1, c3 = R[2a + 1]
-                r0, r1, v0 = 2 * a * Tp, (2 * a + 1) * Tp, 4 * a * row + q0
-                _comb(Vf, v0, R, r0, R, r0 + 1, -1, Tp - 1)  # c0 - c2
-                _comb(Vf, v0 + row, R, r1, R, r0 + 1, 1, Tp - 1)  # c1 + c2
-                _comb(Vf, v0 + 2 * row, R, r0 + 1, R, r1, -1, Tp - 1)  # c2 - c1
-                _comb(Vf, v0 + 3 * row, R, r1, R, r1 + 1, -1, Tp - 1)  # c1 - c3
-            for xi in range(16):  # padding tiles
-                for ti in range(Th):
-                    Vf[xi * row + q0 + ti * K1 + Tw] = 0
+            for i in range(H):  # x[i, j] is x_pad[i + 1, j + 1]; x[i, 2v] goes to S[2r + 1]
+                o = (i + 1) % 2 * 2 * L + q0 + (i + 1) // 2 * K1
+                _split2(S, o + L, S, o + 1, xf, ((n * C + c) * H + i) * W, Tw)
+    n = L - K1
+    for s in range(2):  # rows of B^T d: d0, d2 = S[s] at j, j + K1; d1, d3 = S[2 + s]
+        e, o = s * L, (2 + s) * L
+        _comb(R, s * L, S, e, S, e + K1, -1, n)  # d0 - d2
+        _comb(R, (2 + s) * L, S, o, S, e + K1, 1, n)  # d1 + d2
+        _comb(R, (4 + s) * L, S, e + K1, S, o, -1, n)  # d2 - d1
+        _comb(R, (6 + s) * L, S, o, S, o + K1, -1, n)  # d1 - d3
+    for a in range(4):  # columns, (B^T d) B: c0, c2 = R[2a] at j, j + 1; c1, c3 = R[2a + 1]
+        r0, r1, v0 = 2 * a * L, (2 * a + 1) * L, 4 * a * L
+        _comb(Vf, v0, R, r0, R, r0 + 1, -1, L - 1)  # c0 - c2
+        _comb(Vf, v0 + L, R, r1, R, r0 + 1, 1, L - 1)  # c1 + c2
+        _comb(Vf, v0 + 2 * L, R, r0 + 1, R, r1, -1, L - 1)  # c2 - c1
+        _comb(Vf, v0 + 3 * L, R, r1, R, r1 + 1, -1, L - 1)  # c1 - c3
+        for b in range(4):
+            Vf[v0 + b * L + L - 1] = 0  # the last slot (padding) has no right neighbour
 
 
 def _patches(xp, H, W):
@@ -328,70 +331,67 @@ def _patches(xp, H, W):
 
 
 def _tiles(A, m, H, W):
-    # A (16, X, m Tp) -> view (16, X, m, Th, Tw + 1); [..., :W // 2] are the real tiles
-    return A.reshape(16, A.shape[1], m, H // 2, W // 2 + 1)
+    # A (16, X, m Tp) -> view (16, X, m, Th + 1, Tw + 1) of the tile slots; [..., :Th, :Tw] real
+    return A.reshape(16, A.shape[1], m, H // 2 + 1, W // 2 + 1)
 
 
 def wino_in_numpy(x, V):
-    """NumPy twin: V[4a + b, c, n Tp + q] = (B^T d_q B)[a, b] for the patch d_q of tile q."""
+    """NumPy twin: V[4a + b, c, n Tp + q] = (B^T d_q B)[a, b] for the patch d_q of tile q (0 on
+    padding slots, where the kernel leaves other finite values)."""
     m, C, H, W = x.shape
     d = _patches(np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1))), H, W)  # (m, C, Th, Tw, 4, 4)
     v = _BT @ d @ _BT.T  # (m, C, Th, Tw, 4, 4)
-    Vt = _tiles(V, m, H, W)  # (16, C, m, Th, Tw + 1)
-    Vt[..., : W // 2] = v.reshape(m, C, H // 2, W // 2, 16).transpose(4, 1, 0, 2, 3)
-    Vt[..., W // 2] = 0
+    Vt = _tiles(V, m, H, W)  # (16, C, m, Th + 1, Tw + 1)
+    Vt[...] = 0
+    Vt[..., : H // 2, : W // 2] = v.reshape(m, C, H // 2, W // 2, 16).transpose(4, 1, 0, 2, 3)
 
 
 @njit(nogil=True, cache=True)
 def wino_in_adj_numba(dV, dx):
-    # dV is scratch: its padding tiles are zeroed (wino_in wrote constants there)
+    # the adjoint of wino_in_numba, padding slots included (their dV is 0 in a backward pass)
     m, C, H, W = dx.shape
     Th, Tw = H // 2, W // 2
-    K1, Tp, P = Tw + 1, Th * (Tw + 1), (Th + 1) * (Tw + 1)
-    _expect(H % 2 == 0 and W % 2 == 0 and dV.shape == (16, C, m * Tp))
-    dS = np.empty(4 * P, dtype=dx.dtype)
-    dR = np.empty(8 * Tp, dtype=dx.dtype)
+    K1, Tp = Tw + 1, (Th + 1) * (Tw + 1)
+    L = C * m * Tp
+    _expect(H % 2 == 0 and W % 2 == 0 and dV.shape == (16, C, m * Tp) and dx.flags.c_contiguous)
+    dS = np.zeros(4 * L, dtype=dx.dtype)
+    dR = np.zeros(8 * L, dtype=dx.dtype)
     dVf, dxf = dV.reshape(dV.size), dx.reshape(dx.size)
-    row = C * m * Tp
-    for c in range(C):
-        for n in range(m):
-            q0 = (c * m + n) * Tp
-            for xi in range(16):
-                for ti in range(Th):
-                    dVf[xi * row + q0 + ti * K1 + Tw] = 0
-            for a in range(4):  # adjoint of the columns step of wino_in
-                r0, r1, v0 = 2 * a * Tp, (2 * a + 1) * Tp, 4 * a * row + q0
-                _set(dR, r0, dVf, v0, 1, Tp - 1)  # dc0
-                dR[r0 + Tp - 1] = 0
-                _acc(dR, r0 + 1, dVf, v0, -1, Tp - 1)  # dc2
-                _acc(dR, r0 + 1, dVf, v0 + row, 1, Tp - 1)
-                _acc(dR, r0 + 1, dVf, v0 + 2 * row, 1, Tp - 1)
-                _comb(dR, r1, dVf, v0 + row, dVf, v0 + 2 * row, -1, Tp - 1)  # dc1
-                _acc(dR, r1, dVf, v0 + 3 * row, 1, Tp - 1)
-                dR[r1 + Tp - 1] = 0
-                _acc(dR, r1 + 1, dVf, v0 + 3 * row, -1, Tp - 1)  # dc3
-            dS[:] = 0
-            for s in range(2):  # adjoint of the rows step
-                e, o = s * P, (2 + s) * P
-                a0, a1, a2, a3 = s * Tp, (2 + s) * Tp, (4 + s) * Tp, (6 + s) * Tp
-                _acc(dS, e, dR, a0, 1, Tp)  # dd0
-                _acc(dS, e + K1, dR, a0, -1, Tp)  # dd2
-                _acc(dS, e + K1, dR, a1, 1, Tp)
-                _acc(dS, e + K1, dR, a2, 1, Tp)
-                _acc(dS, o, dR, a1, 1, Tp)  # dd1
-                _acc(dS, o, dR, a2, -1, Tp)
-                _acc(dS, o, dR, a3, 1, Tp)
-                _acc(dS, o + K1, dR, a3, -1, Tp)  # dd3
-            for i in range(H):  # gather back where wino_in took x from
-                o = (i + 1) % 2 * 2 * P + (i + 1) // 2 * K1
-                _merge2(dxf, ((n * C + c) * H + i) * W, dS, o + P, dS, o + 1, Tw, 0)
+    n = L - 1
+    for a in range(4):  # adjoint of the columns step
+        r0, r1, v0 = 2 * a * L, (2 * a + 1) * L, 4 * a * L
+        _set(dR, r0, dVf, v0, 1, n)  # dc0
+        _acc(dR, r0 + 1, dVf, v0, -1, n)  # dc2
+        _acc(dR, r0 + 1, dVf, v0 + L, 1, n)
+        _acc(dR, r0 + 1, dVf, v0 + 2 * L, 1, n)
+        _comb(dR, r1, dVf, v0 + L, dVf, v0 + 2 * L, -1, n)  # dc1
+        _acc(dR, r1, dVf, v0 + 3 * L, 1, n)
+        _acc(dR, r1 + 1, dVf, v0 + 3 * L, -1, n)  # dc3
+    n = L - K1
+    for s in range(2):  # adjoint of the rows step
+        e, o = s * L, (2 + s) * L
+        a0, a1, a2, a3 = s * L, (2 + s) * L, (4 + s) * L, (6 + s) * L
+        _acc(dS, e, dR, a0, 1, n)  # dd0
+        _acc(dS, e + K1, dR, a0, -1, n)  # dd2
+        _acc(dS, e + K1, dR, a1, 1, n)
+        _acc(dS, e + K1, dR, a2, 1, n)
+        _acc(dS, o, dR, a1, 1, n)  # dd1
+        _acc(dS, o, dR, a2, -1, n)
+        _acc(dS, o, dR, a3, 1, n)
+        _acc(dS, o + K1, dR, a3, -1, n)  # dd3
+    for c in range(C):  # gather back where wino_in took x from
+        for nn in range(m):
+            q0 = (c * m + nn) * Tp
+            for i in range(H):
+                o = (i + 1) % 2 * 2 * L + q0 + (i + 1) // 2 * K1
+                _merge2(dxf, ((nn * C + c) * H + i) * W, dS, o + L, dS, o + 1, Tw, 0)
 
 
 def wino_in_adj_numpy(dV, dx):
-    """NumPy twin: dx = the adjoint of wino_in (each tile adds B dV_q B^T onto its patch;
-    padding tiles ignored)."""
+    """NumPy twin: dx = the adjoint of wino_in_numpy (each tile adds B dV_q B^T onto its patch;
+    padding slots ignored)."""
     m, C, H, W = dx.shape
-    g = _tiles(dV, m, H, W)[..., : W // 2]  # (16, C, m, Th, Tw)
+    g = _tiles(dV, m, H, W)[..., : H // 2, : W // 2]  # (16, C, m, Th, Tw)
     g = g.reshape(4, 4, C, m, H // 2, W // 2).transpose(3, 2, 4, 5, 0, 1)  # (m, C, Th, Tw, 4, 4)
     dd = _BT.T @ g @ _BT  # (m, C, Th, Tw, 4, 4)
     dxp = np.zeros((m, C, H + 2, W + 2), dtype=dx.dtype)
@@ -405,37 +405,37 @@ def wino_in_adj_numpy(dV, dx):
 def wino_out_numba(M, bias, out):
     m, F, H, W = out.shape
     Th, Tw = H // 2, W // 2
-    K1, Tp = Tw + 1, Th * (Tw + 1)
+    K1, Tp = Tw + 1, (Th + 1) * (Tw + 1)
+    L = F * m * Tp
     _expect(H % 2 == 0 and W % 2 == 0 and M.shape == (16, F, m * Tp) and bias.shape[0] == F)
-    U = np.empty(8 * Tp, dtype=out.dtype)  # U[(4e + b) Tp + q] = (A^T M)[e, b]
-    Y = np.empty(4 * Tp, dtype=out.dtype)  # Y[(2e + g) Tp + q] = (A^T M A)[e, g]
+    _expect(out.flags.c_contiguous)
+    U = np.empty(8 * L, dtype=out.dtype)  # U[(4e + b) L + j] = (A^T M)[e, b]
+    Y = np.empty(4 * L, dtype=out.dtype)  # Y[(2e + g) L + j] = (A^T M A)[e, g]
     Mf, of = M.reshape(M.size), out.reshape(out.size)
-    row = F * m * Tp
+    for b in range(4):  # rows: u0 = M0 + M1 + M2, u1 = M1 - M2 - M3 (column b)
+        _comb(U, b * L, Mf, b * L, Mf, (4 + b) * L, 1, L)
+        _acc(U, b * L, Mf, (8 + b) * L, 1, L)
+        _comb(U, (4 + b) * L, Mf, (4 + b) * L, Mf, (8 + b) * L, -1, L)
+        _acc(U, (4 + b) * L, Mf, (12 + b) * L, -1, L)
+    for e in range(2):  # columns: y0 = u0 + u1 + u2, y1 = u1 - u2 - u3
+        u = 4 * e * L
+        _comb(Y, 2 * e * L, U, u, U, u + L, 1, L)
+        _acc(Y, 2 * e * L, U, u + 2 * L, 1, L)
+        _comb(Y, (2 * e + 1) * L, U, u + L, U, u + 2 * L, -1, L)
+        _acc(Y, (2 * e + 1) * L, U, u + 3 * L, -1, L)
     for f in range(F):
         for n in range(m):
-            q0 = (f * m + n) * Tp
-            for b in range(4):  # rows: u0 = M0 + M1 + M2, u1 = M1 - M2 - M3 (column b)
-                _comb(U, b * Tp, Mf, b * row + q0, Mf, (4 + b) * row + q0, 1, Tp)
-                _acc(U, b * Tp, Mf, (8 + b) * row + q0, 1, Tp)
-                _comb(U, (4 + b) * Tp, Mf, (4 + b) * row + q0, Mf, (8 + b) * row + q0, -1, Tp)
-                _acc(U, (4 + b) * Tp, Mf, (12 + b) * row + q0, -1, Tp)
-            for e in range(2):  # columns: y0 = u0 + u1 + u2, y1 = u1 - u2 - u3
-                u = 4 * e * Tp
-                _comb(Y, 2 * e * Tp, U, u, U, u + Tp, 1, Tp)
-                _acc(Y, 2 * e * Tp, U, u + 2 * Tp, 1, Tp)
-                _comb(Y, (2 * e + 1) * Tp, U, u + Tp, U, u + 2 * Tp, -1, Tp)
-                _acc(Y, (2 * e + 1) * Tp, U, u + 3 * Tp, -1, Tp)
-            o = (n * F + f) * H * W
-            for ti in range(Th):  # output rows 2ti, 2ti + 1 interleave y_e0, y_e1
-                q = ti * K1
-                _merge2(of, o + 2 * ti * W, Y, q, Y, Tp + q, Tw, bias[f])
-                _merge2(of, o + (2 * ti + 1) * W, Y, 2 * Tp + q, Y, 3 * Tp + q, Tw, bias[f])
+            q0, o = (f * m + n) * Tp, (n * F + f) * H * W
+            for ti in range(Th):  # output rows 2ti, 2ti + 1 interleave y_e0 and y_e1
+                q = q0 + ti * K1
+                _merge2(of, o + 2 * ti * W, Y, q, Y, L + q, Tw, bias[f])
+                _merge2(of, o + (2 * ti + 1) * W, Y, 2 * L + q, Y, 3 * L + q, Tw, bias[f])
 
 
 def wino_out_numpy(M, bias, out):
     """NumPy twin: out tile q of filter f = A^T M_q A + bias[f], M_q = M[:, f, n Tp + q]."""
     m, F, H, W = out.shape
-    Mq = _tiles(M, m, H, W)[..., : W // 2]  # (16, F, m, Th, Tw)
+    Mq = _tiles(M, m, H, W)[..., : H // 2, : W // 2]  # (16, F, m, Th, Tw)
     Mq = Mq.reshape(4, 4, F, m, H // 2, W // 2).transpose(3, 2, 4, 5, 0, 1)  # (m, F, Th, Tw, 4, 4)
     y = _AT @ Mq @ _AT.T  # (m, F, Th, Tw, 2, 2)
     out[...] = y.transpose(0, 1, 2, 4, 3, 5).reshape(out.shape) + bias[:, None, None]
@@ -445,43 +445,43 @@ def wino_out_numpy(M, bias, out):
 def wino_out_adj_numba(dout, dM):
     m, F, H, W = dout.shape
     Th, Tw = H // 2, W // 2
-    K1, Tp = Tw + 1, Th * (Tw + 1)
+    K1, Tp = Tw + 1, (Th + 1) * (Tw + 1)
+    L = F * m * Tp
     _expect(H % 2 == 0 and W % 2 == 0 and dM.shape == (16, F, m * Tp))
-    Y = np.zeros(4 * Tp, dtype=dout.dtype)  # dout tiles, Y[(2e + g) Tp + q]; padding tiles stay 0
-    Pm = np.empty(8 * Tp, dtype=dout.dtype)  # A dY: Pm[(2a + g) Tp + q]
+    _expect(dout.flags.c_contiguous)
+    Y = np.zeros(4 * L, dtype=dout.dtype)  # dout tiles, Y[(2e + g) L + j]; padding slots stay 0
+    Pm = np.empty(8 * L, dtype=dout.dtype)  # A dY: Pm[(2a + g) L + j]
     dMf, df = dM.reshape(dM.size), dout.reshape(dout.size)
-    row = F * m * Tp
     for f in range(F):
         for n in range(m):
-            o = (n * F + f) * H * W
+            q0, o = (f * m + n) * Tp, (n * F + f) * H * W
             for ti in range(Th):
-                q = ti * K1
-                _split2(Y, q, Y, Tp + q, df, o + 2 * ti * W, Tw)
-                _split2(Y, 2 * Tp + q, Y, 3 * Tp + q, df, o + (2 * ti + 1) * W, Tw)
-            for g in range(2):  # rows of A dY: p0 = y0, p1 = y0 + y1, p2 = y0 - y1, p3 = -y1
-                y0, y1 = g * Tp, (2 + g) * Tp
-                _set(Pm, g * Tp, Y, y0, 1, Tp)
-                _comb(Pm, (2 + g) * Tp, Y, y0, Y, y1, 1, Tp)
-                _comb(Pm, (4 + g) * Tp, Y, y0, Y, y1, -1, Tp)
-                _set(Pm, (6 + g) * Tp, Y, y1, -1, Tp)
-            q0 = (f * m + n) * Tp
-            for a in range(4):  # columns, (A dY) A^T: dM[4a + b] from p_a0, p_a1
-                p0, p1, v0 = 2 * a * Tp, (2 * a + 1) * Tp, 4 * a * row + q0
-                _set(dMf, v0, Pm, p0, 1, Tp)
-                _comb(dMf, v0 + row, Pm, p0, Pm, p1, 1, Tp)
-                _comb(dMf, v0 + 2 * row, Pm, p0, Pm, p1, -1, Tp)
-                _set(dMf, v0 + 3 * row, Pm, p1, -1, Tp)
+                q = q0 + ti * K1
+                _split2(Y, q, Y, L + q, df, o + 2 * ti * W, Tw)
+                _split2(Y, 2 * L + q, Y, 3 * L + q, df, o + (2 * ti + 1) * W, Tw)
+    for g in range(2):  # rows of A dY: p0 = y0, p1 = y0 + y1, p2 = y0 - y1, p3 = -y1
+        y0, y1 = g * L, (2 + g) * L
+        _set(Pm, g * L, Y, y0, 1, L)
+        _comb(Pm, (2 + g) * L, Y, y0, Y, y1, 1, L)
+        _comb(Pm, (4 + g) * L, Y, y0, Y, y1, -1, L)
+        _set(Pm, (6 + g) * L, Y, y1, -1, L)
+    for a in range(4):  # columns, (A dY) A^T: dM[4a + b] from p_a0, p_a1
+        p0, p1, v0 = 2 * a * L, (2 * a + 1) * L, 4 * a * L
+        _set(dMf, v0, Pm, p0, 1, L)
+        _comb(dMf, v0 + L, Pm, p0, Pm, p1, 1, L)
+        _comb(dMf, v0 + 2 * L, Pm, p0, Pm, p1, -1, L)
+        _set(dMf, v0 + 3 * L, Pm, p1, -1, L)
 
 
 def wino_out_adj_numpy(dout, dM):
     """NumPy twin: dM_q = A dY_q A^T for each 2x2 tile dY_q of dout (the adjoint of wino_out);
-    0 on padding tiles."""
+    0 on padding slots."""
     m, F, H, W = dout.shape
     dy = dout.reshape(m, F, H // 2, 2, W // 2, 2).transpose(0, 1, 2, 4, 3, 5)  # (.., 2, 2)
     g = _AT.T @ dy @ _AT  # (m, F, Th, Tw, 4, 4)
-    dMt = _tiles(dM, m, H, W)  # (16, F, m, Th, Tw + 1)
-    dMt[..., : W // 2] = g.reshape(m, F, H // 2, W // 2, 16).transpose(4, 1, 0, 2, 3)
-    dMt[..., W // 2] = 0
+    dMt = _tiles(dM, m, H, W)  # (16, F, m, Th + 1, Tw + 1)
+    dMt[...] = 0
+    dMt[..., : H // 2, : W // 2] = g.reshape(m, F, H // 2, W // 2, 16).transpose(4, 1, 0, 2, 3)
 
 
 # ----------------------------------------------------------------------------------------------

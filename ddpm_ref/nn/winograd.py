@@ -62,8 +62,9 @@ def weight_transform_adjoint(dU):
 
 
 def tiles_per_image(H, W):
-    """Tp = (H/2)(W/2 + 1): the kernels' tile layout has one padding tile per tile row."""
-    return (H // 2) * (W // 2 + 1)
+    """Tp = (H/2 + 1)(W/2 + 1) tile slots: the kernels' layout pads each image with one tile row
+    and one tile column (see kernels.py)."""
+    return (H // 2 + 1) * (W // 2 + 1)
 
 
 def _chunk(N, C, F, H, W, itemsize):
