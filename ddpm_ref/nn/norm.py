@@ -35,6 +35,16 @@ def _check_args(x, gamma, beta, G, eps):
         raise ValueError(f"eps: expected a positive number, got {eps}")
 
 
+def _grad_arrays(dout, x):
+    """dout checked and C-contiguous, and the arrays a backward pass fills: dx (N, C, H, W) and
+    the per-image sums dgamma_n, dbeta_n (N, C) in float64, reduced over n by the caller."""
+    check_array("dout", dout, shape=x.shape)
+    check_same_dtype(x, dout=dout)
+    N, C = x.shape[:2]
+    sums = np.empty((2, N, C), dtype=np.float64)
+    return np.ascontiguousarray(dout), np.empty_like(x), sums[0], sums[1]
+
+
 def groupnorm_forward(x, gamma, beta, G, eps=1e-5):
     """GroupNorm with a learned per-channel scale gamma and shift beta.
 
@@ -75,13 +85,8 @@ def groupnorm_backward(dout, cache):
         dx (N, C, H, W), dgamma (C,), dbeta (C,).
     """
     x, gamma, mean, rstd, G = cache
-    check_array("dout", dout, shape=x.shape)
-    check_same_dtype(x, dout=dout)
     N, C, H, W = x.shape
-    dout = np.ascontiguousarray(dout)
-    dx = np.empty_like(x)  # (N, C, H, W)
-    dgamma_n = np.empty((N, C), dtype=np.float64)  # per-image sums, reduced below
-    dbeta_n = np.empty((N, C), dtype=np.float64)
+    dout, dx, dgamma_n, dbeta_n = _grad_arrays(dout, x)
     d3, x3, dx3 = dout.reshape(N, C, -1), x.reshape(N, C, -1), dx.reshape(N, C, -1)
     _parallel.map_ranges(
         lambda a, z: kernels.groupnorm_bwd(
@@ -145,13 +150,8 @@ def groupnorm_silu_backward(dout, cache):
         dx (N, C, H, W), dgamma (C,), dbeta (C,).
     """
     (x, gamma, mean, rstd, G), (y, sig) = cache
-    check_array("dout", dout, shape=x.shape)
-    check_same_dtype(x, dout=dout)
     N, C, H, W = x.shape
-    dout = np.ascontiguousarray(dout)
-    dx = np.empty_like(x)  # (N, C, H, W)
-    dgamma_n = np.empty((N, C), dtype=np.float64)  # per-image sums, reduced below
-    dbeta_n = np.empty((N, C), dtype=np.float64)
+    dout, dx, dgamma_n, dbeta_n = _grad_arrays(dout, x)
     x3, dx3 = x.reshape(N, C, -1), dx.reshape(N, C, -1)
     nb = max(1, _BLOCK // (C * H * W))
 
