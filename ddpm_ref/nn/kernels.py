@@ -6,11 +6,14 @@ the environment (``DDPM_REF_NUMPY=1`` selects the twins). Twins agree with kerne
 (relative error < 1e-10 in float64); the kernels exist only for speed.
 
 Rules for kernels (STYLE.md): nopython, ``cache=True``, ``fastmath=False`` (one exception: the
-group-norm sums, see ``_sum``), no globals. The kernels
-are serial and release the GIL (``nogil=True``); the layers run them in worker threads, each on
-its own range of images or elements (``_parallel.py``), so no kernel uses ``prange`` and Numba's
-threading layer is never started. Kernels compile lazily, once per dtype (float32 for training,
-float64 for checks).
+group-norm sums, see ``_sum``), no globals. The kernels are serial and release the GIL
+(``nogil=True``); the layers run them in worker threads, each on its own range of images or
+elements (``_parallel.py``), so no kernel uses ``prange`` and Numba's threading layer is never
+started. Kernels compile lazily, once per dtype (float32 for training, float64 for checks).
+
+Contents: the 1-D offset helpers; im2col / col2im; the layout copies around the convolution's
+matmul; the Winograd F(2x2, 3x3) transforms (``wino_*``, see nn/winograd.py); nearest 2x
+upsampling; GroupNorm; SiLU; Adam.
 
 Convolution layout ("column" layout of Caffe's im2col, with the image axis inside): for a chunk of m
 images, ``cols`` has shape (C k k, m, Ho Wo) and row r = (c k + di) k + dj holds the input plane c
