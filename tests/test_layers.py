@@ -147,6 +147,17 @@ def test_winograd_applies_to_the_unets_same_convolutions():
     assert not winograd.applies((2, 32, 28, 28), (1, 32, 3, 3), 1, 1)  # the output conv
 
 
+def test_winograd_weight_transform_and_its_adjoint(rng):
+    w, dU = rng.standard_normal((5, 3, 3, 3)), rng.standard_normal((16, 5, 3))
+    G = winograd._G
+    U = winograd.weight_transform(w)
+    np.testing.assert_allclose(U[4 * 2 + 1, 4, 0], (G @ w[4, 0] @ G.T)[2, 1], rtol=1e-12)
+    assert rel_error(U, np.einsum("ai,fcij,bj->abfc", G, w, G).reshape(16, 5, 3)) < 1e-12
+    dw = winograd.weight_transform_adjoint(dU)
+    # <G w G^T, dU> = <w, G^T dU G>
+    np.testing.assert_allclose(np.sum(U * dU), np.sum(w * dw), rtol=1e-12)
+
+
 def test_winograd_matches_im2col_in_any_chunking(rng, monkeypatch):
     x, w, b = (
         rng.standard_normal((5, 8, 6, 6)),
