@@ -191,8 +191,6 @@ def test_winograd_float32_error_is_float32_rounding(rng):
 
 
 def test_groupnorm_and_silu_split_over_workers_change_nothing(rng, monkeypatch):
-    from ddpm_ref.nn import norm
-
     x = rng.standard_normal((5, 4, 3, 3))
     g, b, dout = rng.standard_normal(4), rng.standard_normal(4), rng.standard_normal(x.shape)
 
@@ -206,7 +204,7 @@ def test_groupnorm_and_silu_split_over_workers_change_nothing(rng, monkeypatch):
     ref = both()  # in the calling thread
     monkeypatch.setitem(_parallel._state, "n", 2)
     monkeypatch.setitem(_parallel._state, "pool", ThreadPoolExecutor(2))
-    monkeypatch.setattr(norm, "_GRAIN", 1)  # split even these tiny arrays
+    monkeypatch.setattr(_parallel, "_GRAIN", 1)  # split even these tiny arrays
     monkeypatch.setattr(L, "_GRAIN", 1)
     for a, b_ in zip(ref, both(), strict=True):
         assert rel_error(a, b_) < 1e-12
@@ -224,7 +222,7 @@ def test_groupnorm_silu_is_groupnorm_then_silu_bitwise(rng, monkeypatch, dtype):
     ref = (z,) + L.groupnorm_backward(L.silu_backward(dout, c_act), c_gn)
     monkeypatch.setitem(_parallel._state, "n", 2)
     monkeypatch.setitem(_parallel._state, "pool", ThreadPoolExecutor(2))
-    monkeypatch.setattr(norm, "_GRAIN", 1)  # two workers ...
+    monkeypatch.setattr(_parallel, "_GRAIN", 1)  # two workers ...
     monkeypatch.setattr(norm, "_BLOCK", 2 * 4 * 9)  # ... each with blocks of 2 images and a rest
     z2, cache = L.groupnorm_silu_forward(x, g, b, 2)
     got = (z2,) + L.groupnorm_silu_backward(dout, cache)

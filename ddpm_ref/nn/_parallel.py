@@ -100,32 +100,45 @@ def map_ranges(fn, N, grain=1):
     return [f.result() for f in futures]
 
 
+_GRAIN = 1 << 15  # elements per range below which a hand-off costs more than it saves
+
+
+def image_grain(x):
+    """The ``grain`` for splitting the batch (axis 0) of x: images per range below which a
+    hand-off to a worker costs more than it saves."""
+    return _GRAIN // max(1, x[0].size) + 1
+
+
+def sum_parts(parts):
+    """Element-wise sums of the tuples of arrays that :func:`map_ranges` returned, one tuple per
+    range (in place, into the first range's arrays)."""
+    total = parts[0]
+    for part in parts[1:]:
+        for t, p in zip(total, part, strict=True):
+            t += p
+    return total
+
+
 # ----------------------------------------------------------------------------------------------
 # The few whole-batch NumPy operations between layers, split the same way (on the calling thread
 # alone they left the second core idle for about 5 % of a U-Net step)
 
-_GRAIN = 1 << 15  # elements per range below which a hand-off costs more than it saves
-
-
-def _grain(a):
-    return _GRAIN // max(1, a[0].size) + 1
-
 
 def add_into(a, b):
     """a += b, image ranges in parallel (b: a's first axis, broadcasting against a). Returns a."""
-    map_ranges(lambda i, j: np.add(a[i:j], b[i:j], out=a[i:j]), a.shape[0], _grain(a))
+    map_ranges(lambda i, j: np.add(a[i:j], b[i:j], out=a[i:j]), a.shape[0], image_grain(a))
     return a
 
 
 def copy(a):
     """A C-contiguous copy of a, image ranges in parallel."""
     out = np.empty(a.shape, dtype=a.dtype)
-    map_ranges(lambda i, j: np.copyto(out[i:j], a[i:j]), a.shape[0], _grain(a))
+    map_ranges(lambda i, j: np.copyto(out[i:j], a[i:j]), a.shape[0], image_grain(a))
     return out
 
 
 def sum_hw(x):
     """x (N, C, H, W) summed over H and W: (N, C), image ranges in parallel."""
     out = np.empty(x.shape[:2], dtype=x.dtype)
-    map_ranges(lambda i, j: np.sum(x[i:j], axis=(2, 3), out=out[i:j]), x.shape[0], _grain(x))
+    map_ranges(lambda i, j: np.sum(x[i:j], axis=(2, 3), out=out[i:j]), x.shape[0], image_grain(x))
     return out

@@ -158,10 +158,7 @@ def _backward_im2col(x, w, dout3, stride, pad, want_dx):
     parts = _parallel.map_ranges(
         lambda a, z: _backward_range(x, w2, dout3, k, stride, pad, dx, a, z), x.shape[0]
     )
-    dw2t, db = parts[0]  # (C k k, F), (F,): sums over the ranges
-    for dw2t_part, db_part in parts[1:]:
-        dw2t += dw2t_part
-        db += db_part
+    dw2t, db = _parallel.sum_parts(parts)  # (C k k, F), (F,)
     return dx, np.ascontiguousarray(dw2t.T).reshape(w.shape), db
 
 

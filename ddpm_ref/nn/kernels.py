@@ -333,9 +333,18 @@ def _patches(xp, H, W):
     return np.stack([np.stack(r, axis=-1) for r in rows], axis=-2)  # (m, C, Th, Tw, 4, 4)
 
 
-def _tiles(A, m, H, W):
-    # A (16, X, m Tp) -> view (16, X, m, Th + 1, Tw + 1) of the tile slots; [..., :Th, :Tw] real
-    return A.reshape(16, A.shape[1], m, H // 2 + 1, W // 2 + 1)
+def _from_slots(A, m, H, W):
+    # A (16, X, m Tp) in the slot layout -> its real tiles as (m, X, Th, Tw, 4, 4)
+    t = A.reshape(4, 4, A.shape[1], m, H // 2 + 1, W // 2 + 1)[..., : H // 2, : W // 2]
+    return t.transpose(3, 2, 4, 5, 0, 1)
+
+
+def _to_slots(A, t):
+    # t (m, X, Th, Tw, 4, 4) -> A (16, X, m Tp) in the slot layout, 0 on padding slots
+    m, X, Th, Tw = t.shape[:4]
+    A6 = A.reshape(4, 4, X, m, Th + 1, Tw + 1)
+    A6[...] = 0
+    A6[..., :Th, :Tw] = t.transpose(4, 5, 1, 0, 2, 3)
 
 
 def wino_in_numpy(x, V):
@@ -343,10 +352,7 @@ def wino_in_numpy(x, V):
     padding slots, where the kernel leaves other finite values)."""
     m, C, H, W = x.shape
     d = _patches(np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1))), H, W)  # (m, C, Th, Tw, 4, 4)
-    v = _BT @ d @ _BT.T  # (m, C, Th, Tw, 4, 4)
-    Vt = _tiles(V, m, H, W)  # (16, C, m, Th + 1, Tw + 1)
-    Vt[...] = 0
-    Vt[..., : H // 2, : W // 2] = v.reshape(m, C, H // 2, W // 2, 16).transpose(4, 1, 0, 2, 3)
+    _to_slots(V, _BT @ d @ _BT.T)  # B^T d B: (m, C, Th, Tw, 4, 4)
 
 
 @njit(nogil=True, cache=True)
@@ -394,9 +400,7 @@ def wino_in_adj_numpy(dV, dx):
     """NumPy twin: dx = the adjoint of wino_in_numpy (each tile adds B dV_q B^T onto its patch;
     padding slots ignored)."""
     m, C, H, W = dx.shape
-    g = _tiles(dV, m, H, W)[..., : H // 2, : W // 2]  # (16, C, m, Th, Tw)
-    g = g.reshape(4, 4, C, m, H // 2, W // 2).transpose(3, 2, 4, 5, 0, 1)  # (m, C, Th, Tw, 4, 4)
-    dd = _BT.T @ g @ _BT  # (m, C, Th, Tw, 4, 4)
+    dd = _BT.T @ _from_slots(dV, m, H, W) @ _BT  # B dV B^T: (m, C, Th, Tw, 4, 4)
     dxp = np.zeros((m, C, H + 2, W + 2), dtype=dx.dtype)
     for a in range(4):
         for b in range(4):
@@ -438,9 +442,7 @@ def wino_out_numba(M, bias, out):
 def wino_out_numpy(M, bias, out):
     """NumPy twin: out tile q of filter f = A^T M_q A + bias[f], M_q = M[:, f, n Tp + q]."""
     m, F, H, W = out.shape
-    Mq = _tiles(M, m, H, W)[..., : H // 2, : W // 2]  # (16, F, m, Th, Tw)
-    Mq = Mq.reshape(4, 4, F, m, H // 2, W // 2).transpose(3, 2, 4, 5, 0, 1)  # (m, F, Th, Tw, 4, 4)
-    y = _AT @ Mq @ _AT.T  # (m, F, Th, Tw, 2, 2)
+    y = _AT @ _from_slots(M, m, H, W) @ _AT.T  # (m, F, Th, Tw, 2, 2)
     out[...] = y.transpose(0, 1, 2, 4, 3, 5).reshape(out.shape) + bias[:, None, None]
 
 
@@ -481,10 +483,7 @@ def wino_out_adj_numpy(dout, dM):
     0 on padding slots."""
     m, F, H, W = dout.shape
     dy = dout.reshape(m, F, H // 2, 2, W // 2, 2).transpose(0, 1, 2, 4, 3, 5)  # (.., 2, 2)
-    g = _AT.T @ dy @ _AT  # (m, F, Th, Tw, 4, 4)
-    dMt = _tiles(dM, m, H, W)  # (16, F, m, Th + 1, Tw + 1)
-    dMt[...] = 0
-    dMt[..., : H // 2, : W // 2] = g.reshape(m, F, H // 2, W // 2, 16).transpose(4, 1, 0, 2, 3)
+    _to_slots(dM, _AT.T @ dy @ _AT)  # A dY A^T: (m, F, Th, Tw, 4, 4)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -251,7 +251,7 @@ def concat_forward(a, b):
         out[n0:n1, :Ca] = a[n0:n1]
         out[n0:n1, Ca:] = b[n0:n1]
 
-    _parallel.map_ranges(run, N, grain=_image_grain(out))
+    _parallel.map_ranges(run, N, grain=_parallel.image_grain(out))
     return out, Ca
 
 
@@ -275,9 +275,8 @@ def upsample2x_forward(x):
     N, C, H, W = x.shape
     x = np.ascontiguousarray(x)
     out = np.empty((N, C, 2 * H, 2 * W), dtype=x.dtype)
-    _parallel.map_ranges(
-        lambda n0, n1: kernels.upsample2x_fwd(x[n0:n1], out[n0:n1]), N, grain=_image_grain(x)
-    )
+    run = lambda n0, n1: kernels.upsample2x_fwd(x[n0:n1], out[n0:n1])  # images n0..n1-1
+    _parallel.map_ranges(run, N, grain=_parallel.image_grain(x))
     return out, x.shape
 
 
@@ -290,15 +289,9 @@ def upsample2x_backward(dout, cache):
     N, C, H, W = cache
     check_array("dout", dout, shape=(N, C, 2 * H, 2 * W))
     dx = np.empty((N, C, H, W), dtype=dout.dtype)
-    _parallel.map_ranges(
-        lambda n0, n1: kernels.upsample2x_bwd(dout[n0:n1], dx[n0:n1]), N, grain=_image_grain(dx)
-    )
+    run = lambda n0, n1: kernels.upsample2x_bwd(dout[n0:n1], dx[n0:n1])  # images n0..n1-1
+    _parallel.map_ranges(run, N, grain=_parallel.image_grain(dx))
     return dx
-
-
-def _image_grain(x):
-    """Images per worker below which splitting the batch of x does not pay."""
-    return _GRAIN // (x[0].size or 1) + 1
 
 
 def dropout_forward(x, p, rng):

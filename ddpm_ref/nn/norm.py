@@ -19,7 +19,6 @@ import numpy as np
 from ddpm_ref.nn import _parallel, kernels
 from ddpm_ref.nn._checks import check_array, check_same_dtype
 
-_GRAIN = 1 << 15  # elements below which a worker hand-off costs more than it saves
 _BLOCK = 1 << 16  # elements per block of groupnorm_silu_*: a block's arrays stay in L2 cache
 
 
@@ -70,7 +69,7 @@ def groupnorm_forward(x, gamma, beta, G, eps=1e-5):
             x3[a:z], gamma, beta, G, eps, out3[a:z], mean[a:z], rstd[a:z]
         ),
         N,
-        grain=_GRAIN // (C * H * W) + 1,
+        grain=_parallel.image_grain(x),
     )
     return out, (x, gamma, mean, rstd, G)
 
@@ -93,7 +92,7 @@ def groupnorm_backward(dout, cache):
             d3[a:z], x3[a:z], gamma, mean[a:z], rstd[a:z], G, dx3[a:z], dgamma_n[a:z], dbeta_n[a:z]
         ),
         N,
-        grain=_GRAIN // (C * H * W) + 1,
+        grain=_parallel.image_grain(x),
     )
 
     return dx, dgamma_n.sum(axis=0).astype(x.dtype), dbeta_n.sum(axis=0).astype(x.dtype)
@@ -138,7 +137,7 @@ def groupnorm_silu_forward(x, gamma, beta, G, eps=1e-5):
             np.tanh(tf, out=tf)
             kernels.silu_fwd(yf, tf, of)  # ... becomes sigma(y), and out = y sigma(y)
 
-    _parallel.map_ranges(run, N, grain=_GRAIN // (C * H * W) + 1)
+    _parallel.map_ranges(run, N, grain=_parallel.image_grain(x))
     return out, ((x, gamma, mean, rstd, G), (y, t))
 
 
@@ -168,5 +167,5 @@ def groupnorm_silu_backward(dout, cache):
                 dx3[n0:n1], dgamma_n[n0:n1], dbeta_n[n0:n1],
             )  # fmt: skip
 
-    _parallel.map_ranges(run, N, grain=_GRAIN // (C * H * W) + 1)
+    _parallel.map_ranges(run, N, grain=_parallel.image_grain(x))
     return dx, dgamma_n.sum(axis=0).astype(x.dtype), dbeta_n.sum(axis=0).astype(x.dtype)

@@ -136,9 +136,5 @@ def conv3x3_backward(dout, x, w):
             db += dout[n0 : n0 + m].sum(axis=(0, 2, 3))
         return dU, db
 
-    parts = _parallel.map_ranges(run, N)
-    dU, db = parts[0]
-    for dU_part, db_part in parts[1:]:
-        dU += dU_part
-        db += db_part
+    dU, db = _parallel.sum_parts(_parallel.map_ranges(run, N))
     return dx, weight_transform_adjoint(dU), db
