@@ -1,0 +1,203 @@
+"""Time every notebook in fast and full mode and write the table docs/notebook_times.md.
+
+Each notebook is executed from start to end in a fresh kernel (nbclient, the engine behind
+`jupyter execute`), with DDPM_REF_FAST=1 for fast mode (what CI runs) and without it for full mode
+(what is committed). The wall time of the whole execution is recorded. Measurements accumulate in
+docs/notebook_times.json (one entry per notebook and mode, with the machine it was measured on),
+and the Markdown table is regenerated from all of them after every run, so fast and full mode can
+be measured at different times.
+
+    python notebooks/time_notebooks.py --mode fast                    # every notebook, fast mode
+    python notebooks/time_notebooks.py --mode full 06_training_2d     # one notebook, full mode
+    python notebooks/time_notebooks.py --mode full --inplace 09_mnist # ...and commit its outputs
+    python notebooks/time_notebooks.py --table-only                   # just rewrite the table
+
+--inplace writes the executed notebook back (full mode only), with the inline backend so that
+every figure is kept: this is the command that regenerates a committed notebook and times it in
+one go. Without --inplace nothing under notebooks/ is changed.
+"""
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+
+NB_DIR = Path(__file__).resolve().parent
+DOCS = NB_DIR.parent / "docs"
+JSON_PATH = DOCS / "notebook_times.json"
+MD_PATH = DOCS / "notebook_times.md"
+MODES = ("fast", "full")
+
+
+def machine_note() -> str:
+    """One line: CPU, cores, OS."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
+
+
+def load_average() -> float:
+    """The 1-minute load average (the machine may be shared), NaN where unknown."""
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+
+
+def run_notebook(path: Path, mode: str, inplace: bool, timeout: int) -> float:
+    """Execute path in a fresh kernel; return the wall time in seconds."""
+    if mode not in MODES:
+        raise ValueError(f"mode: expected one of {MODES}, got {mode!r}")
+    env = dict(os.environ)
+    env.pop("DDPM_REF_FAST", None)
+    if mode == "fast":
+        env["DDPM_REF_FAST"] = "1"
+    if inplace:
+        env.pop("MPLBACKEND", None)  # the inline backend: figures become image/png outputs
+    else:
+        env.setdefault("MPLBACKEND", "Agg")
+    nb = nbformat.read(path, as_version=4)
+    client = NotebookClient(
+        nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(NB_DIR)}}
+    )
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(env)  # the kernel inherits this process's environment
+    try:
+        start = time.perf_counter()
+        client.execute()
+        seconds = time.perf_counter() - start
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    if inplace:
+        tmp = path.with_suffix(".ipynb.tmp")
+        nbformat.write(nb, tmp)
+        tmp.replace(path)  # never a half-written notebook
+    return seconds
+
+
+def load() -> dict:
+    if JSON_PATH.is_file():
+        return json.loads(JSON_PATH.read_text(encoding="utf-8"))
+    return {}
+
+
+def save(data: dict) -> None:
+    tmp = JSON_PATH.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    tmp.replace(JSON_PATH)
+
+
+def _fmt(entry) -> str:
+    if entry is None:
+        return "not measured"
+    s = entry["seconds"]
+    return f"{s:.0f}" if s >= 10 else f"{s:.1f}"
+
+
+def write_table(data: dict) -> None:
+    names = sorted({p.stem for p in NB_DIR.glob("[0-9][0-9]_*.ipynb")} | set(data))
+    machines = []
+    rows = []
+    for name in names:
+        cells = [f"[{name}](../notebooks/{name}.ipynb)"]
+        notes = []
+        for mode in MODES:
+            entry = data.get(name, {}).get(mode)
+            cells.append(_fmt(entry))
+            if entry is not None:
+                if entry["machine"] not in machines:
+                    machines.append(entry["machine"])
+                notes.append(
+                    f"{mode}: {entry['date']}, machine {machines.index(entry['machine']) + 1}, "
+                    f"load {entry['load']:.1f}"
+                )
+        cells.append("; ".join(notes) if notes else "")
+        rows.append("| " + " | ".join(cells) + " |")
+    total = {
+        mode: sum(data[n][mode]["seconds"] for n in names if mode in data.get(n, {}))
+        for mode in MODES
+    }
+    lines = [
+        "# Notebook run times",
+        "",
+        "Generated by `python notebooks/time_notebooks.py` (do not edit by hand): the wall time",
+        "of executing each notebook from start to end in a fresh kernel, in fast mode",
+        "(`DDPM_REF_FAST=1`, what CI runs) and in full mode (what is committed). Wall times on a",
+        'shared machine depend on what else runs: "load" is the 1-minute load average when the run',
+        "started (above the number of cores listed below, the notebook shared the CPU).",
+        "",
+        "| notebook | fast mode (s) | full mode (s) | measured |",
+        "|---|---|---|---|",
+        *rows,
+        f"| **all measured** | {total['fast']:.0f} | {total['full']:.0f} | |",
+        "",
+        "Machines:",
+        "",
+        *[f"{i + 1}. {m}" for i, m in enumerate(machines)],
+        "",
+        "Regenerate: `python notebooks/time_notebooks.py --mode fast` (all notebooks, minutes),",
+        "`python notebooks/time_notebooks.py --mode full --inplace NAME` (re-executes and commits",
+        "NAME's outputs and times it). Notebook 09 in full mode uses the shipped checkpoint.",
+        "",
+    ]
+    tmp = MD_PATH.with_suffix(".md.tmp")
+    tmp.write_text("\n".join(lines), encoding="utf-8")
+    tmp.replace(MD_PATH)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("notebooks", nargs="*", help="names (e.g. 06_training_2d); default: all")
+    ap.add_argument("--mode", choices=MODES + ("both",), default="fast")
+    ap.add_argument("--inplace", action="store_true", help="full mode: write the outputs back")
+    ap.add_argument("--timeout", type=int, default=1800, help="seconds per cell")
+    ap.add_argument("--table-only", action="store_true", help="only rewrite the Markdown table")
+    args = ap.parse_args(argv)
+    data = load()
+    if not args.table_only:
+        modes = MODES if args.mode == "both" else (args.mode,)
+        if args.inplace and modes != ("full",):
+            print(
+                "--inplace: only with --mode full (what is committed is full mode)", file=sys.stderr
+            )
+            return 2
+        paths = sorted(NB_DIR.glob("[0-9][0-9]_*.ipynb"))
+        if args.notebooks:
+            wanted = {Path(n).stem for n in args.notebooks}
+            unknown = wanted - {p.stem for p in paths}
+            if unknown:
+                print(f"notebooks: no such notebook(s) {sorted(unknown)}", file=sys.stderr)
+                return 2
+            paths = [p for p in paths if p.stem in wanted]
+        for mode in modes:
+            for path in paths:
+                note, load_start = machine_note(), load_average()
+                seconds = run_notebook(path, mode, args.inplace, args.timeout)
+                date = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+                data.setdefault(path.stem, {})[mode] = {
+                    "seconds": round(seconds, 1),
+                    "date": date,
+                    "machine": note,
+                    "load": round(load_start, 1),
+                }
+                save(data)
+                print(f"{path.stem:28s} {mode}: {seconds:6.1f} s", flush=True)
+    write_table(data)
+    print(f"wrote {MD_PATH.relative_to(NB_DIR.parent)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
