@@ -1,20 +1,23 @@
-r"""The true reverse conditional q(x_{t-1} | x_t) of Gaussian-mixture data, and the terms of Eq. (16).
+r"""The true reverse conditional q(x_{t-1} | x_t) of Gaussian-mixture data; the terms of Eq. (16).
 
 Paper: Ho, Jain, Abbeel (2020). §2: Gaussian reverse steps p_theta(x_{t-1} | x_t) are expressive
 "because both processes have the same functional form when beta_t are small" (Sohl-Dickstein et al.
 2015). §4.3, Eq. (16) (derived in Appendix A): the bound rewritten as
 
-    L = KL(q(x_T) || p(x_T)) + E_q[ sum_{t>=1} KL(q(x_{t-1} | x_t) || p_theta(x_{t-1} | x_t)) ] + H(x_0),
+    L = KL(q(x_T) || p(x_T))
+      + E_q[ sum_{t>=1} KL(q(x_{t-1} | x_t) || p_theta(x_{t-1} | x_t)) ] + H(x_0),
 
 with the *true* reverse conditionals q(x_{t-1} | x_t) (not the posteriors q(x_{t-1} | x_t, x_0) of
 Eq. 5). Since E_q[-log q(x_0)] = H(x_0), the gap between the bound and the exact NLL lives in the
 first two terms.
 
-For data x_0 ~ sum_k pi_k N(m_k, S_k), q(x_{t-1}) = sum_k pi_k N(a m_k, Sig_k) with a = sqrt(abar_{t-1}),
-Sig_k = abar_{t-1} S_k + (1 - abar_{t-1}) I (Eq. 4), and x_t = sqrt(alpha_t) x_{t-1} + sqrt(beta_t) eps
+For data x_0 ~ sum_k pi_k N(m_k, S_k), q(x_{t-1}) = sum_k pi_k N(a m_k, Sig_k) with
+a = sqrt(abar_{t-1}), Sig_k = abar_{t-1} S_k + (1 - abar_{t-1}) I (Eq. 4), and
+x_t = sqrt(alpha_t) x_{t-1} + sqrt(beta_t) eps
 (Eq. 2). Conditioning each component on x_t (Bishop 2006, Eqs. 2.113-2.117):
 
-    q(x_{t-1} | x_t) = sum_k r_k(x_t) N(a m_k + G_k (x_t - sqrt(abar_t) m_k), Sig_k - sqrt(alpha_t) G_k Sig_k),
+    q(x_{t-1} | x_t) = sum_k r_k(x_t) N(a m_k + G_k (x_t - sqrt(abar_t) m_k),
+                                        Sig_k - sqrt(alpha_t) G_k Sig_k),
     G_k = sqrt(alpha_t) Sig_k (alpha_t Sig_k + beta_t I)^{-1},
 
 with r_k(x_t) the responsibilities of x_t under q(x_t) (:func:`ddpm_ref.analytic.responsibilities`).
@@ -217,8 +220,9 @@ def differential_entropy(gmm: GaussianMixture, rng, *, n):
 
 
 def gaussian_kl(mean1, cov1, mean2, log_sigma2):
-    r"""KL(N(mean1, cov1) || N(mean2, sigma^2 I)) per row, nats: mean1, mean2 (B, D), cov1 (B, D, D),
-    log_sigma2 (B,). 0.5 [tr(cov1) / sigma^2 - D + ||mean2 - mean1||^2 / sigma^2 + D log sigma^2
+    r"""KL(N(mean1, cov1) || N(mean2, sigma^2 I)) per row, nats.
+
+    mean1, mean2 (B, D), cov1 (B, D, D), log_sigma2 (B,). 0.5 [tr(cov1) / sigma^2 - D + ||mean2 - mean1||^2 / sigma^2 + D log sigma^2
     - log det cov1]."""
     D = mean1.shape[1]
     inv_s2 = np.exp(-log_sigma2)  # (B,)
@@ -248,7 +252,8 @@ def eq16_terms(sched, gmm: GaussianMixture, model_fn, rng, *, n, variance="fixed
 
     Returns:
         dict: "prior_kl", "prior_kl_se" (floats); arrays (T+1,), index t (0 is NaN): "kl",
-        "kl_se", "kl_nongauss", "kl_nongauss_se", "kl_gauss"; "gap" = prior_kl + sum_t kl[t] and "gap_se"
+        "kl_se", "kl_nongauss", "kl_nongauss_se", "kl_gauss"; "gap" = prior_kl + sum_t kl[t] and
+        "gap_se"
         (independent draws per term, so the variances add).
     """
     _check_gmm(gmm)

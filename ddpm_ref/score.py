@@ -1,4 +1,4 @@
-r"""The score view of DDPM (§3.2): scores, Langevin dynamics, the reverse SDE, the probability-flow ODE.
+r"""The score view of DDPM (§3.2): scores, Langevin, the reverse SDE, the probability-flow ODE.
 
 Paper: Ho, Jain, Abbeel (2020), §3.2: Algorithm 2 "resembles Langevin dynamics with eps_theta as a
 learned gradient of the data density", and Eq. (12) "resembles denoising score matching over
@@ -9,7 +9,8 @@ multiple noise scales indexed by t". The pieces this module names:
   langevin_step      x + delta s(x) + sqrt(2 delta) z     (unadjusted Langevin, one step)
   annealed_langevin_sample   Song & Ermon (2019), Algorithm 1, at DDPM's noise levels q(x_t)
   reverse_sde_mean_var       one Euler-Maruyama step of the reverse-time VP SDE
-                             (Song et al. 2021, Eqs. 6 and 11): mean (1 + beta_t / 2) x_t + beta_t s,
+                             (Song et al. 2021, Eqs. 6 and 11): mean
+                             (1 + beta_t / 2) x_t + beta_t s,
                              variance beta_t -- Algorithm 2 to first order in beta_t
   predictor_corrector_sample Algorithm 2's step (predictor) + Langevin steps (corrector),
                              Song et al. (2021), §4.2
@@ -192,15 +193,20 @@ def reverse_sde_mean_var(sched, xt, t, score):
     return (1.0 + 0.5 * beta) * xt + beta * score, beta
 
 
+def _mean_norm(a):
+    """Mean over the batch of the per-example Euclidean norm."""
+    return float(np.mean(np.sqrt(np.sum(a.reshape(a.shape[0], -1) ** 2, axis=1))))
+
+
 def predictor_corrector_sample(sched, model_fn, shape, rng, *, n_corrector=1, snr=0.1,
                                variance="fixedlarge"):
     r"""Predictor-corrector sampling (Song et al. 2021, §4.2) with Algorithm 2 as the predictor.
 
     For t = T..1: the predictor is line 4 of Algorithm 2 (x_{t-1} ~ p_theta(x_{t-1} | x_t)); then,
     for t - 1 >= 1, the corrector takes n_corrector Langevin steps at the target q(x_{t-1}) with
-    the score of :func:`score_from_eps` and step delta = 2 snr^2 (1 - abar_{t-1}). (Song et al.
-    set delta = 2 alpha (r ||z|| / ||s||)^2 from the batch's norms; with the conditional score,
-    E||s||^2 = D / (1 - abar) = E||z||^2 / (1 - abar), which gives this fixed delta.)
+    the score s of :func:`score_from_eps` and Song et al.'s signal-to-noise step
+    delta = 2 alpha_{t-1} (snr ||z|| / ||s||)^2, the norms per example averaged over the batch
+    (so the step follows the score's scale at every noise level; the batch shares one delta).
     n_corrector = 0 is Algorithm 2. Returns x0 (shape) float64.
     """
     _check_callable("model_fn", model_fn)
@@ -217,10 +223,12 @@ def predictor_corrector_sample(sched, model_fn, shape, rng, *, n_corrector=1, sn
         # predictor: Algorithm 2, lines 3-4 (no noise at t = 1)
         x = mu + (np.exp(0.5 * log_sigma2) * rng.standard_normal(x.shape) if t > 1 else 0.0)
         if t > 1:  # corrector at the level t - 1 (there is no score model at t = 0)
-            delta = 2.0 * snr**2 * sched.one_minus_alpha_bar[t - 1]
             for _ in range(n_corrector):
                 s = _score_at(sched, model_fn, x, t - 1)
-                x = x + delta * s + np.sqrt(2.0 * delta) * rng.standard_normal(x.shape)
+                z = rng.standard_normal(x.shape)
+                ratio = _mean_norm(z) / _mean_norm(s)  # ||z|| / ||s||, batch means
+                delta = 2.0 * sched.alpha[t - 1] * (snr * ratio) ** 2
+                x = x + delta * s + np.sqrt(2.0 * delta) * z
     return x
 
 
@@ -263,7 +271,7 @@ def probability_flow_ode_sample(eps_fn, x_T, *, alpha_bar_T, n_steps, rho=7.0):
         return np.asarray(eps_fn(y / np.sqrt(1.0 + s * s), s * s / (1.0 + s * s)), np.float64)
 
     y = x_T / np.sqrt(ab)  # (B, D)
-    for s0, s1 in zip(sig[:-1], sig[1:]):
+    for s0, s1 in zip(sig[:-1], sig[1:], strict=True):
         h, sm = s1 - s0, 0.5 * (s0 + s1)  # h < 0: sigma_bar decreases
         k1 = f(y, s0)
         k2 = f(y + 0.5 * h * k1, sm)

@@ -1,4 +1,4 @@
-"""ddpm_ref.reverse_exact: the true reverse conditional q(x_{t-1} | x_t) and the terms of Eq. (16)."""
+"""ddpm_ref.reverse_exact: the true reverse q(x_{t-1} | x_t) and the terms of Eq. (16)."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""ddpm_ref.score: the score view of §3.2 (scores, Langevin, the reverse SDE, the probability-flow ODE)."""
+"""ddpm_ref.score: the score view of §3.2 (scores, Langevin, reverse SDE, probability-flow ODE)."""
 
 import numpy as np
 import pytest
@@ -137,7 +137,8 @@ def test_pf_ode_maps_gaussian_marginals_exactly():
     ab = SCHED.alpha_bar[SCHED.T]
     x0 = probability_flow_ode_sample(eps_star_fn(GAUSS), x_T, alpha_bar_T=ab, n_steps=400)
     want = M0 + S0 * (x_T - np.sqrt(ab) * M0) / np.sqrt(ab * S0**2 + 1 - ab)
-    assert np.allclose(x0, want, rtol=0, atol=1e-7)  # RK4 error at 400 steps, measured 1.3e-8 (16x less per doubling)
+    # RK4 error at 400 steps: measured 1.3e-8 (16x less per doubling)
+    assert np.allclose(x0, want, rtol=0, atol=1e-7)
     assert sigma_bar_grid(5.0, 10)[0] == pytest.approx(5.0) and sigma_bar_grid(5.0, 10)[-1] == 0
 
 
