@@ -222,8 +222,8 @@ def differential_entropy(gmm: GaussianMixture, rng, *, n):
 def gaussian_kl(mean1, cov1, mean2, log_sigma2):
     r"""KL(N(mean1, cov1) || N(mean2, sigma^2 I)) per row, nats.
 
-    mean1, mean2 (B, D), cov1 (B, D, D), log_sigma2 (B,). 0.5 [tr(cov1) / sigma^2 - D + ||mean2 - mean1||^2 / sigma^2 + D log sigma^2
-    - log det cov1]."""
+    mean1, mean2 (B, D), cov1 (B, D, D), log_sigma2 (B,). KL = 0.5 [tr(cov1) / sigma^2 - D
+    + ||mean2 - mean1||^2 / sigma^2 + D log sigma^2 - log det cov1]."""
     D = mean1.shape[1]
     inv_s2 = np.exp(-log_sigma2)  # (B,)
     tr = np.trace(cov1, axis1=1, axis2=2)
