@@ -45,6 +45,16 @@ def _check_count(name: str, value, lo: int = 1) -> int:
     return int(value)
 
 
+def _check_shape(shape) -> tuple:
+    try:
+        shape = tuple(int(s) for s in shape)
+    except (TypeError, ValueError):
+        shape = ()
+    if len(shape) < 2 or min(shape) < 1:
+        raise ValueError("shape: expected a tuple of integers >= 1 like (B, 2)")
+    return shape
+
+
 def _check_callable(name: str, fn) -> None:
     if not callable(fn):
         raise ValueError(f"{name}: expected a callable, got {fn!r}")
@@ -162,7 +172,7 @@ def annealed_langevin_sample(sched, model_fn, shape, rng, *, levels, n_steps, st
         raise ValueError(f"levels: expected strictly decreasing steps in 1..{sched.T}")
     n_steps = _check_count("n_steps", n_steps)
     base = _check_positive("step_size", step_size) / sched.one_minus_alpha_bar[levels[-1]]
-    x = rng.standard_normal(tuple(shape))  # (B, ...)
+    x = rng.standard_normal(_check_shape(shape))  # (B, ...)
     for t in levels:
         delta = base * sched.one_minus_alpha_bar[t]  # delta_t proportional to sigma_t^2
         for _ in range(n_steps):
@@ -214,7 +224,7 @@ def predictor_corrector_sample(sched, model_fn, shape, rng, *, n_corrector=1, sn
     n_corrector = _check_count("n_corrector", n_corrector, lo=0)
     snr = _check_positive("snr", snr)
     check_choice("variance", variance, VARIANCES[:2])
-    x = rng.standard_normal(tuple(shape))  # Algorithm 2, line 1
+    x = rng.standard_normal(_check_shape(shape))  # Algorithm 2, line 1
     B = x.shape[0]
     for t in range(sched.T, 0, -1):
         tt = np.full(B, t, dtype=np.int64)
@@ -235,7 +245,8 @@ def predictor_corrector_sample(sched, model_fn, shape, rng, *, n_corrector=1, sn
 # --- the probability-flow ODE -----------------------------------------------------------------
 
 def sigma_bar_grid(sigma_bar_max, n_steps, *, rho=7.0):
-    r"""n_steps + 1 decreasing noise levels from sigma_bar_max to 0 (Karras et al. 2022, Eq. 5).
+    r"""n_steps + 1 noise levels from sigma_bar_max down to 0 (Karras et al. 2022, Eq. 5, with
+    sigma_min = 0).
 
     sigma_i = (sigma_max^{1/rho} (1 - i / n))^rho: steps crowd near 0, where eps* changes fastest.
     """

@@ -175,6 +175,8 @@ def test_predictor_corrector_without_corrector_is_algorithm2():
     (lambda: probability_flow_ode_sample(eps_star_fn(GMM), np.zeros((2, 2)), alpha_bar_T=1.5,
                                          n_steps=3), "alpha_bar_T"),
     (lambda: mixture_score(SCHED, GMM, np.zeros((2, 3)), 1), "xt"),
+    (lambda: predictor_corrector_sample(SCHED, oracle_model_fn(SCHED, GMM), (0, 2),
+                                        np.random.default_rng(0)), "shape"),
 ])
 def test_bad_arguments_name_the_argument(call, name):
     with pytest.raises(ValueError, match=f"^{name}:"):
