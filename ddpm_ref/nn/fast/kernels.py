@@ -537,8 +537,8 @@ def upsample2x_bwd_numpy(dout, dx):
 
 
 # The two reductions below are the only code with a fastmath flag, and only "reassoc": it lets LLVM
-# add the float64 partial sums in SIMD lanes (5-6x faster). Only the order of the additions
-# changes, as in NumPy's pairwise sums; no other IEEE rule is relaxed.
+# add the float64 partial sums in SIMD lanes (several times faster; docs/benchmarks.md). Only the
+# order of the additions changes, as in NumPy's pairwise sums; no other IEEE rule is relaxed.
 
 
 @njit(cache=True, fastmath={"reassoc"})
@@ -639,7 +639,7 @@ def groupnorm_bwd_numpy(dout, x, gamma, mean, rstd, G, dx, dgamma_n, dbeta_n):
 
 # ----------------------------------------------------------------------------------------------
 # SiLU, elementwise on flat arrays. The transcendental, t = tanh(x / 2), comes from NumPy (SIMD,
-# ~50x faster than Numba's scalar libm call); sigma(x) = (1 + t) / 2 never overflows.
+# far faster than Numba's scalar libm call); sigma(x) = (1 + t) / 2 never overflows.
 
 
 @njit(nogil=True, cache=True)

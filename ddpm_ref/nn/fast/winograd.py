@@ -50,7 +50,7 @@ def weight_transform(w):
     """U[4a + b, f, c] = (G w[f, c] G^T)[a, b]: (F, C, 3, 3) -> (16, F, C).
 
     As two 2-D matmuls over all (f, c) at once (``np.einsum("ai,fcij,bj->abfc", G, w, G)`` is the
-    same thing, 2.5x slower: this runs on the calling thread twice per convolution and step)."""
+    same thing, slower: this runs on the calling thread twice per convolution and step)."""
     F, C = w.shape[:2]
     G = _G.astype(w.dtype)
     T = w.reshape(F * C * 3, 3) @ G.T  # (F C 3, 4): w G^T, row i of each kernel
