@@ -1,3 +1,4 @@
+# ruff: noqa: F401  (this module is a namespace: its imports are its contents)
 r"""The engine room: the layers of :mod:`ddpm_ref.nn.layers` with the same names and signatures,
 made fast (CS231n's ``fast_layers.py``, lifted to a folder).
 
@@ -11,10 +12,16 @@ made fast (CS231n's ``fast_layers.py``, lifted to a folder).
 
 A network built with ``fast=True`` (the default) calls this namespace where a ``fast=False``
 network calls :mod:`ddpm_ref.nn.layers`; ``tests/test_fast.py`` holds every pair equal to its
-plain twin in float64. Layers whose plain body is already as fast as it gets (GELU, the
-embeddings, dropout) are the plain functions themselves.
+plain twin in float64. The namespace starts as every plain layer and replaces those the engine
+room makes faster (imported below); the others (GELU, the embeddings, dropout, the attention
+core) are the plain functions themselves, so a new plain layer is in both tiers at once.
 """
 
+# every plain layer first; the engine room's versions below replace theirs (isort: keep the order)
+from ddpm_ref.nn.layers import *  # noqa: F403
+from ddpm_ref.nn.layers import __all__ as _plain_names
+
+# isort: split
 from ddpm_ref.nn.fast.attention import attention_backward, attention_forward
 from ddpm_ref.nn.fast.conv import conv2d_backward, conv2d_forward
 from ddpm_ref.nn.fast.elementwise import (
@@ -36,25 +43,5 @@ from ddpm_ref.nn.fast.norm import (
     groupnorm_silu_backward,
     groupnorm_silu_forward,
 )
-from ddpm_ref.nn.layers import (
-    dot_product_attention_backward,
-    dot_product_attention_forward,
-    dropout_backward,
-    dropout_forward,
-    fourier_features_backward,
-    fourier_features_forward,
-    gelu_backward,
-    gelu_forward,
-    timestep_embedding,
-)
 
-__all__ = [
-    "linear_forward", "linear_backward", "silu_forward", "silu_backward",
-    "gelu_forward", "gelu_backward", "timestep_embedding",
-    "fourier_features_forward", "fourier_features_backward", "add", "sum_hw",
-    "concat_forward", "concat_backward", "upsample2x_forward", "upsample2x_backward",
-    "dropout_forward", "dropout_backward", "conv2d_forward", "conv2d_backward",
-    "groupnorm_forward", "groupnorm_backward", "groupnorm_silu_forward", "groupnorm_silu_backward",
-    "dot_product_attention_forward", "dot_product_attention_backward",
-    "attention_forward", "attention_backward", "adam_step",
-]  # fmt: skip
+__all__ = [*_plain_names, "adam_step"]
