@@ -128,14 +128,18 @@ class OursRunner:
         return sample_from(sched, model_fn, xT, n_steps, rng)
 
 
+_CPU = []  # CPU seconds per step of each timed repeat of ours (all threads of this process)
+
+
 def _time_repeat(runner, sched, batches, seconds):
-    """Run steps for about `seconds`; return seconds per step."""
-    n, t0 = 0, time.perf_counter()
+    """Run steps for about `seconds`; return wall seconds per step (CPU seconds go to _CPU)."""
+    n, t0, c0 = 0, time.perf_counter(), time.process_time()
     while True:
         runner.train_step(sched, *batches[n % len(batches)])
         n += 1
         elapsed = time.perf_counter() - t0
         if elapsed >= seconds and n >= 3:
+            _CPU.append((time.process_time() - c0) / n)
             return elapsed / n
 
 
@@ -179,6 +183,7 @@ def main(args):
                 raise SystemExit(f"torch built {peer.n_params} parameters, ours {ours.n_params}")
             peer.time_repeat(min(seconds, 2.0))  # warm-up
     ours_t, peer_t = [], []
+    _CPU.clear()
     for r in range(args.repeats):
         ours_t.append(_time_repeat(ours, sched, batches, seconds))
         if peer is not None:
@@ -197,6 +202,8 @@ def main(args):
         "steps_per_s": 1.0 / statistics.median(ours_t),
         "step_ms_median": 1e3 * statistics.median(ours_t),
         "steps_per_s_repeats": [round(1.0 / s, 3) for s in ours_t],
+        # CPU time per step: with --threads 1, less sensitive than wall time to other jobs
+        "cpu_ms_per_step_median": 1e3 * statistics.median(_CPU),
         "peak_rss_mb": round(rss_ours, 1),
     }
     if peer is not None:

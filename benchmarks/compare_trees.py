@@ -42,16 +42,21 @@ def main(argv=None):
         if not (tree / "ddpm_ref" / "__init__.py").is_file():
             raise SystemExit(f"tree: {tree} holds no ddpm_ref/ package")
     runs = {"a": [], "b": []}
+    cpu = {"a": [], "b": []}
     for r in range(args.rounds):
         for side, tree in (("a", args.tree_a), ("b", args.tree_b)):
             res = run_side(tree.resolve(), args.net, extra)
             runs[side].append(res["steps_per_s"])
-            print(f"round {r} {side}: {res['steps_per_s']:.2f} steps/s", flush=True)
+            cpu[side].append(res["cpu_ms_per_step_median"])
+            print(f"round {r} {side}: {res['steps_per_s']:.2f} steps/s, "
+                  f"{res['cpu_ms_per_step_median']:.3f} CPU-ms/step", flush=True)  # fmt: skip
     summary = {"net": args.net, "rounds": args.rounds, "loadavg_1min": os.getloadavg()[0]}
     for side in ("a", "b"):
-        v = runs[side]
-        summary[side] = {"median": statistics.median(v), "min": min(v), "max": max(v), "runs": v}
+        v, c = runs[side], cpu[side]
+        summary[side] = {"median": statistics.median(v), "min": min(v), "max": max(v), "runs": v,
+                         "cpu_ms_median": statistics.median(c), "cpu_ms_runs": c}  # fmt: skip
     summary["b_over_a"] = summary["b"]["median"] / summary["a"]["median"]
+    summary["cpu_b_over_a"] = summary["b"]["cpu_ms_median"] / summary["a"]["cpu_ms_median"]
     print(json.dumps(summary))
 
 

@@ -49,6 +49,18 @@ def test_linear_grad(rng, L):
     assert max(check_layer(L.linear_forward, L.linear_backward, args, rng=rng)) < TOL
 
 
+def test_linear_backward_without_dx(rng, L):
+    # a network's first layer asks for no input gradient: the same dw, db, and no dx
+    x, w, b = rng.standard_normal((4, 3)), rng.standard_normal((3, 5)), rng.standard_normal(5)
+    out, cache = L.linear_forward(x, w, b)
+    dout = rng.standard_normal(out.shape)
+    dx, dw, db = L.linear_backward(dout, cache)
+    none, dw2, db2 = L.linear_backward(dout, cache, need_dx=False)
+    assert none is None and dx.shape == x.shape
+    np.testing.assert_array_equal(dw, dw2)
+    np.testing.assert_array_equal(db, db2)
+
+
 @pytest.mark.parametrize("name", ["silu", "gelu"])
 def test_activation_grad(rng, name, L):
     fwd, bwd = getattr(L, f"{name}_forward"), getattr(L, f"{name}_backward")

@@ -16,14 +16,21 @@ def check_array(name, a, ndim=None, shape=None):
         raise ValueError(f"{name}: expected a numpy array, got {type(a).__name__}")
     if a.dtype not in FLOAT_DTYPES:
         raise ValueError(f"{name}: expected dtype float32 or float64, got {a.dtype}")
-    want = ""
     if shape is not None:
         ndim = len(shape)
-        want = "(" + ", ".join("?" if s is None else str(s) for s in shape) + ")"
     if ndim is not None and a.ndim != ndim:
-        raise ValueError(f"{name}: expected {ndim} dims {want}, got shape {a.shape}")
-    if shape is not None and any(s not in (None, d) for s, d in zip(shape, a.shape, strict=True)):
-        raise ValueError(f"{name}: expected shape {want}, got {a.shape}")
+        raise ValueError(f"{name}: expected {ndim} dims {_shape_str(shape)}, got shape {a.shape}")
+    if shape is not None:
+        for s, d in zip(shape, a.shape, strict=True):
+            if s is not None and s != d:
+                raise ValueError(f"{name}: expected shape {_shape_str(shape)}, got {a.shape}")
+
+
+def _shape_str(shape):
+    # "(3, ?, 5)" for (3, None, 5); built only for an error message (it costs more than a check)
+    if shape is None:
+        return ""
+    return "(" + ", ".join("?" if s is None else str(s) for s in shape) + ")"
 
 
 def check_same_dtype(x, **others):

@@ -50,11 +50,13 @@ def linear_forward(x, w, b):
     return x @ w + b, (x, w)  # (N, Dout)
 
 
-def linear_backward(dout, cache):
-    """Backward of :func:`linear_forward`. Returns dx (N, Din), dw (Din, Dout), db (Dout,)."""
+def linear_backward(dout, cache, *, need_dx=True):
+    """Backward of :func:`linear_forward`. Returns dx (N, Din), dw (Din, Dout), db (Dout,);
+    dx is None with ``need_dx=False`` (a network's first layer: its input needs no gradient)."""
     x, w = cache
     check_array("dout", dout, shape=(x.shape[0], w.shape[1]))
-    return dout @ w.T, x.T @ dout, dout.sum(axis=0)
+    dx = dout @ w.T if need_dx else None  # (N, Din)
+    return dx, x.T @ dout, dout.sum(axis=0)
 
 
 def silu_forward(x):

@@ -142,10 +142,9 @@ class MLP(EpsNetwork):
             grads: dict with the keys and shapes of params. (The gradient w.r.t. x is not
             needed for training and is not returned; see :meth:`input_grad`.)
         """
-        dh, grads = self._backward_to_h0(d_eps_theta, cache)
-        return grads
+        return self._backward(d_eps_theta, cache, need_dh0=False)[1]
 
-    def _backward_to_h0(self, d_eps_theta, cache):
+    def _backward(self, d_eps_theta, cache, need_dh0):
         L = self.layers
         _, _, caches, c_out = cache
         h, w_out = c_out
@@ -158,12 +157,15 @@ class MLP(EpsNetwork):
         for l in reversed(range(len(caches))):
             c_lin, c_act = caches[l]
             da = self._act_bwd(dh, c_act)  # (B, hidden)
-            dh, g[f"hidden.{l}.w"], g[f"hidden.{l}.b"] = L.linear_backward(da, c_lin)
-        return dh, {k: g[k] for k in self.param_shapes()}  # dL/dh_0 and params' key order
+            need_dx = l > 0 or need_dh0  # training needs no gradient w.r.t. h_0
+            dh, g[f"hidden.{l}.w"], g[f"hidden.{l}.b"] = L.linear_backward(
+                da, c_lin, need_dx=need_dx
+            )
+        return dh, {k: g[k] for k in self.param_shapes()}  # dL/dh_0 (or None), params' key order
 
     def input_grad(self, d_eps_theta, cache):
         """dL/dx through the whole network (Fourier features included), for checks."""
         c_ff, n_feats = cache[:2]
-        dh0, _ = self._backward_to_h0(d_eps_theta, cache)
+        dh0, _ = self._backward(d_eps_theta, cache, need_dh0=True)
         dfeats = dh0[:, :n_feats]  # the t-embedding columns get no gradient: t is an integer
         return dfeats if c_ff is None else self.layers.fourier_features_backward(dfeats, c_ff)

@@ -29,12 +29,13 @@ def linear_forward(x, w, b):
     return out, (x, w)
 
 
-def linear_backward(dout, cache):
+def linear_backward(dout, cache, *, need_dx=True):
     """As :func:`ddpm_ref.nn.layers.linear_backward`; db = ones @ dout is one BLAS call, faster
     than dout.sum(axis=0) at the MLP's (256, 128) float32."""
     x, w = cache
     check_array("dout", dout, shape=(x.shape[0], w.shape[1]))
-    return dout @ w.T, x.T @ dout, np.ones(x.shape[0], dtype=dout.dtype) @ dout
+    dx = dout @ w.T if need_dx else None  # (N, Din)
+    return dx, x.T @ dout, np.ones(x.shape[0], dtype=dout.dtype) @ dout
 
 
 def silu_forward(x):
@@ -135,6 +136,7 @@ def adam_step(p, g, m, v, lr, beta1, beta2, eps, step):
     dt = p.dtype.type  # the scalars in the arrays' dtype: float32 stays float32
     p_new, m_new, v_new = (np.empty(p.shape, dtype=p.dtype) for _ in range(3))
     flat = lambda a: np.ascontiguousarray(a).reshape(-1)  # a 1-D view (a copy if not contiguous)
+    outs = (p_new.reshape(-1), m_new.reshape(-1), v_new.reshape(-1))
     kernels.adam(flat(p), flat(g), flat(m), flat(v), dt(1.0 - beta1), dt(1.0 - beta2),
-                 dt(step_size), dt(eps_hat), flat(p_new), flat(m_new), flat(v_new))  # fmt: skip
+                 dt(step_size), dt(eps_hat), *outs)  # fmt: skip
     return p_new, m_new, v_new

@@ -90,6 +90,8 @@ def map_ranges(fn, N, grain=1):
     worker costs tens of microseconds). Returns the results in range order. ``fn`` must write
     only inside its range.
     """
+    if N < 2 * max(1, grain):  # too small to split: no need to look at the pool
+        return [fn(0, N)]
     n = min(num_workers(), N // max(1, grain))
     if n <= 1:
         return [fn(0, N)]
