@@ -38,7 +38,7 @@ def _batch(net, rng, B=5, dtype=np.float64):
 def test_reference_mlp_has_37762_params():
     net = MLP(**reference_mlp_config())
     params = net.init(np.random.default_rng(0))
-    # BENCHMARKS.md: Linear(34,128) + 2 x Linear(128,128) + Linear(128,2)
+    # docs/benchmarks.md: Linear(34,128) + 2 x Linear(128,128) + Linear(128,2)
     assert net.n_params() == 34 * 128 + 128 + 2 * (128 * 128 + 128) + 128 * 2 + 2 == 37_762
     assert sum(p.size for p in params.values()) == 37_762
     assert net.n_params(params) == 37_762

@@ -79,7 +79,7 @@ def test_reference_unet_param_counts():
     assert net.n_params() == 805_985
     params = net.init(np.random.default_rng(0))
     assert sum(p.size for p in params.values()) == 805_985
-    # BENCHMARKS.md: the attention block is GN(64) + Conv1x1 64->192 + Conv1x1 64->64
+    # docs/benchmarks.md: the attention block is GN(64) + Conv1x1 64->192 + Conv1x1 64->64
     assert 805_985 - 789_217 == 2 * 64 + (64 * 192 + 192) + (64 * 64 + 64)
 
 
