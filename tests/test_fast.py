@@ -93,7 +93,7 @@ def test_groupnorm_twins(rng, G):
 def test_elementwise_and_dense_twins(rng):
     r = rng.standard_normal
     assert _both_tiers("linear", [r((6, 5)), r((5, 3)), r(3)], r, rng) < TWIN_TOL
-    # SiLU is the same arithmetic in both tiers: bit for bit, also split over the workers
+    # SiLU is the same arithmetic in both tiers: bit for bit in float64, also split over workers
     assert _both_tiers("silu", [r((4, 70_000)) * 4], r, rng) == 0.0
     # (upsampling's backward adds each 2x2 block in another order)
     assert _both_tiers("upsample2x", [r((3, 2, 5, 4))], r, rng) < TWIN_TOL

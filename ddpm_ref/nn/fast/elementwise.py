@@ -1,6 +1,7 @@
 r"""The fast tier's dense and elementwise layers: linear, SiLU, concat, nearest upsampling, the
 residual sum, and the fused Adam step; the same names, signatures and results as their plain twins
-in :mod:`ddpm_ref.nn.layers` (SiLU and upsampling bit for bit, the others to rounding).
+in :mod:`ddpm_ref.nn.layers`, to rounding (SiLU bit for bit in float64; in float32 its kernel keeps
+the intermediate sigma(x) in float64, so the last bit of a result can differ).
 
 Large arrays are split into contiguous ranges over the worker threads (:mod:`.threads`); small ones
 (an MLP's (256, 128) activations) run on the calling thread, where a hand-off would cost more.
