@@ -1,15 +1,16 @@
 # ruff: noqa: E402  (thread counts are set before numpy is imported)
-"""Training (and sampling) speed of BENCHMARKS.md's reference networks, optionally next to PyTorch.
+"""Training (and sampling) speed of the reference networks of docs/benchmarks.md, optionally next to
+PyTorch.
 
     python benchmarks/bench_train.py --net mlp --batch 256
     python benchmarks/bench_train.py --net unet --batch 64 --peer torch --sample --sample-steps 20
 
-A training step is BENCHMARKS.md's: t ~ Uniform{1..1000} (linear schedule), eps ~ N(0, I),
-x_t by Eq. (4) (ddpm_ref.diffusion.q_sample), forward, mean squared error against eps, backward,
-one Adam step (lr 2e-4). Data: a fixed pool of random examples in memory. The steps/s reported is
-the median over repeats after a warm-up; with --peer torch the repeats of the two sides alternate
-(torch in its own process, see torch_peer.py), so both see the same machine load. The last line
-printed is always one JSON object.
+A training step is the one docs/benchmarks.md specifies: t ~ Uniform{1..1000} (linear schedule),
+eps ~ N(0, I), x_t by Eq. (4) (ddpm_ref.diffusion.q_sample), forward, mean squared error against
+eps, backward, one Adam step (lr 2e-4). Data: a fixed pool of random examples in memory. The
+steps/s reported is the median over repeats after a warm-up; with --peer torch the repeats of the
+two sides alternate (torch in its own process, see torch_peer.py), so both see the same machine
+load. The last line printed is always one JSON object.
 """
 
 from __future__ import annotations
@@ -26,6 +27,11 @@ def _parse(argv=None):
     ap.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     ap.add_argument("--attention", action="store_true", help="U-Net with the middle attention")
     ap.add_argument("--numpy", action="store_true", help="NumPy twins instead of Numba kernels")
+    ap.add_argument(
+        "--plain",
+        action="store_true",
+        help="the plain-NumPy tier (net fast=False, textbook Adam) instead of the engine room",
+    )
     ap.add_argument("--peer", choices=["torch"], default=None)
     ap.add_argument(
         "--peer-python",
@@ -69,6 +75,12 @@ from ddpm_ref.optim import adam_init, adam_update
 EXPECTED = {"mlp": 37_762, "unet": 789_217, "unet+attn": 805_985}
 
 
+def _path(args) -> str:
+    """"plain" (the nn.layers tier), else the engine room on "numba" kernels or their "numpy"
+    twins."""
+    return "plain" if args.plain else ("numba" if kernels.numba_enabled() else "numpy")
+
+
 def peak_rss_mb() -> float:
     """Peak resident set size of this process so far (VmHWM), in MB."""
     with open("/proc/self/status") as f:
@@ -81,13 +93,15 @@ def peak_rss_mb() -> float:
 class OursRunner:
     """ddpm_ref's training step on the reference network."""
 
-    def __init__(self, net_name, attention, dtype, seed=0):
+    def __init__(self, net_name, attention, dtype, seed=0, plain=False):
+        tier = {"fast": False} if plain else {}  # (no key at all: old trees have no such field)
+        self.adam_kw = tier
         if net_name == "mlp":
-            self.net = MLP(**reference_mlp_config())
+            self.net = MLP(**reference_mlp_config(), **tier)
         else:
             from ddpm_ref.nn.unet import UNet, reference_unet_config
 
-            self.net = UNet(**reference_unet_config(attention))
+            self.net = UNet(**reference_unet_config(attention), **tier)
         self.dtype = np.dtype(dtype)
         self.params = self.net.init(np.random.default_rng(seed), dtype=self.dtype)
         self.state = adam_init(self.params)
@@ -100,7 +114,9 @@ class OursRunner:
         diff = eps_theta - eps
         loss = float(np.mean(diff * diff))  # Eq. (14), L_simple
         grads = self.net.backward(diff * (2.0 / diff.size), cache)
-        self.params, self.state = adam_update(self.params, grads, self.state, lr=2e-4)
+        self.params, self.state = adam_update(
+            self.params, grads, self.state, lr=2e-4, **self.adam_kw
+        )
         return loss
 
     def sample(self, sched, shape, n_steps, rng):
@@ -112,14 +128,18 @@ class OursRunner:
         return sample_from(sched, model_fn, xT, n_steps, rng)
 
 
+_CPU = []  # CPU seconds per step of each timed repeat of ours (all threads of this process)
+
+
 def _time_repeat(runner, sched, batches, seconds):
-    """Run steps for about `seconds`; return seconds per step."""
-    n, t0 = 0, time.perf_counter()
+    """Run steps for about `seconds`; return wall seconds per step (CPU seconds go to _CPU)."""
+    n, t0, c0 = 0, time.perf_counter(), time.process_time()
     while True:
         runner.train_step(sched, *batches[n % len(batches)])
         n += 1
         elapsed = time.perf_counter() - t0
         if elapsed >= seconds and n >= 3:
+            _CPU.append((time.process_time() - c0) / n)
             return elapsed / n
 
 
@@ -129,7 +149,7 @@ def main(args):
     seconds = args.repeat_seconds or (1.0 if net_name == "mlp" else 5.0)
     sched = make_schedule("linear", 1000)
     rng = np.random.default_rng(0)
-    ours = OursRunner(net_name, args.attention, args.dtype)
+    ours = OursRunner(net_name, args.attention, args.dtype, plain=args.plain)
     key = "unet+attn" if (net_name == "unet" and args.attention) else net_name
     if ours.n_params != EXPECTED[key]:
         raise SystemExit(f"ddpm_ref built {ours.n_params} parameters, expected {EXPECTED[key]}")
@@ -145,7 +165,7 @@ def main(args):
     say = (lambda *a: None) if args.json else (lambda *a: print(*a, flush=True))
     say(
         f"{key}: {ours.n_params} parameters, batch {batch}, {args.dtype}, "
-        f"{'numba' if kernels.numba_enabled() else 'numpy'} path, {args.threads} threads"
+        f"{_path(args)} path, {args.threads} threads"
     )
 
     _time_repeat(ours, sched, batches, min(seconds, 2.0))  # warm-up (and Numba compilation)
@@ -163,6 +183,7 @@ def main(args):
                 raise SystemExit(f"torch built {peer.n_params} parameters, ours {ours.n_params}")
             peer.time_repeat(min(seconds, 2.0))  # warm-up
     ours_t, peer_t = [], []
+    _CPU.clear()
     for r in range(args.repeats):
         ours_t.append(_time_repeat(ours, sched, batches, seconds))
         if peer is not None:
@@ -175,12 +196,14 @@ def main(args):
         "net": key,
         "batch": batch,
         "dtype": args.dtype,
-        "path": "numba" if kernels.numba_enabled() else "numpy",
+        "path": _path(args),
         "threads": args.threads,
         "n_params": ours.n_params,
         "steps_per_s": 1.0 / statistics.median(ours_t),
         "step_ms_median": 1e3 * statistics.median(ours_t),
         "steps_per_s_repeats": [round(1.0 / s, 3) for s in ours_t],
+        # CPU time per step: with --threads 1, less sensitive than wall time to other jobs
+        "cpu_ms_per_step_median": 1e3 * statistics.median(_CPU),
         "peak_rss_mb": round(rss_ours, 1),
     }
     if peer is not None:

@@ -1,12 +1,12 @@
 # ruff: noqa: E402  (thread counts are set before torch is imported)
-"""BENCHMARKS.md's reference networks in PyTorch, for side-by-side timing with ddpm_ref.
+"""The reference networks of docs/benchmarks.md in PyTorch, for side-by-side timing with ddpm_ref.
 
 bench_train.py runs this file as a separate process (``python torch_peer.py serve ...``) so that
 torch's OpenMP pool never shares a process with ddpm_ref's Numba and OpenBLAS threads: in one
 process both sides collapse (docs/benchmarks.md). The two processes take turns; the parent waits
 while the peer runs a repeat. torch is not a dependency of ddpm_ref. The networks follow
-BENCHMARKS.md exactly; `n_params` must equal ddpm_ref's count (37,762 / 789,217 / 805,985), which
-bench_train.py checks before timing anything.
+docs/benchmarks.md ("Reference workloads") exactly; `n_params` must equal ddpm_ref's count
+(37,762 / 789,217 / 805,985), which bench_train.py checks before timing anything.
 
 Protocol (one line each way, on stdin/stdout): the peer prints ``ready N_PARAMS``; then
 ``train SECONDS`` -> seconds per step of one timed repeat; ``sample N_STEPS N`` -> seconds for
@@ -90,7 +90,7 @@ class AttnBlock(nn.Module):
 
 
 class TorchUNet(nn.Module):
-    """BENCHMARKS.md's reference U-Net (28x28x1; channels 32/64/64; optional middle attention)."""
+    """The reference U-Net (28x28x1; channels 32/64/64; optional middle attention)."""
 
     def __init__(self, attention=False, temb_dim=128):
         super().__init__()
@@ -130,7 +130,7 @@ class TorchUNet(nn.Module):
 
 
 class TorchRunner:
-    """The BENCHMARKS.md training step and Algorithm 2 for a torch network."""
+    """The reference training step and Algorithm 2 for a torch network."""
 
     def __init__(self, net_name, attention=False, threads=2, seed=0):
         torch.set_num_threads(threads)

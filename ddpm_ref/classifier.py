@@ -20,7 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ddpm_ref.nn.layers import linear_backward, linear_forward, silu_backward, silu_forward
+from ddpm_ref.nn.fast import silu_backward, silu_forward  # the SiLU kernels (float32 as before)
+from ddpm_ref.nn.layers import linear_backward, linear_forward
 from ddpm_ref.optim import adam_init, adam_update
 
 __all__ = ["DigitClassifier", "train_classifier", "softmax_cross_entropy", "frechet_distance",

@@ -13,7 +13,9 @@ state lives in a flat dict of plain arrays so that a checkpoint is one ``np.save
     ema = ema_update(ema, params, decay=0.9999)
 
 Arrays keep their dtype (float32 stays float32): scalars are Python floats, which NumPy treats as
-"weak" and does not let upcast an array.
+"weak" and does not let upcast an array. :func:`adam_step` is the textbook update of one array;
+``adam_update(..., fast=True)`` (the default) runs the same update as one fused Numba pass per
+array, :func:`ddpm_ref.nn.fast.adam_step`, which tests hold equal to it.
 """
 
 from __future__ import annotations
@@ -22,9 +24,9 @@ import math
 
 import numpy as np
 
-from ddpm_ref.nn import kernels
+from ddpm_ref.nn import fast as _fast
 
-__all__ = ["adam_init", "adam_update", "clip_grad_norm", "warmup_lr", "ema_update"]
+__all__ = ["adam_init", "adam_step", "adam_update", "clip_grad_norm", "warmup_lr", "ema_update"]
 
 
 def _check_like(name: str, d: dict, params: dict) -> None:
@@ -36,11 +38,6 @@ def _check_like(name: str, d: dict, params: dict) -> None:
     for k, p in params.items():
         if d[k].shape != p.shape:
             raise ValueError(f"{name}: {k!r} has shape {d[k].shape}, expected {p.shape}")
-
-
-def _flat(a):
-    """A 1-D view of `a` (a contiguous copy if `a` is not contiguous)."""
-    return np.ascontiguousarray(a).reshape(-1)
 
 
 def adam_init(params: dict) -> dict:
@@ -57,13 +54,28 @@ def adam_init(params: dict) -> dict:
     return state
 
 
-def adam_update(params, grads, state, lr, beta1=0.9, beta2=0.999, eps=1e-8):
-    r"""One bias-corrected Adam step (Kingma & Ba 2015, Algorithm 1; PyTorch's default Adam).
+def adam_step(p, g, m, v, lr, beta1, beta2, eps, step):
+    r"""One bias-corrected Adam step on one array (Kingma & Ba 2015, Algorithm 1).
 
-    With s = state["step"] + 1:
         m_s = beta1 m_{s-1} + (1 - beta1) g
         v_s = beta2 v_{s-1} + (1 - beta2) g^2
         p_s = p_{s-1} - lr (m_s / (1 - beta1^s)) / (sqrt(v_s / (1 - beta2^s)) + eps)
+
+    Args:
+        p, g, m, v: the parameter, its gradient and the two moments (same shape and dtype).
+        step: s, the 1-based index of this update.
+    Returns:
+        (p_s, m_s, v_s): fresh arrays.
+    """
+    m = beta1 * m + (1.0 - beta1) * g
+    v = beta2 * v + (1.0 - beta2) * (g * g)
+    m_hat = m / (1.0 - beta1**step)
+    v_hat = v / (1.0 - beta2**step)
+    return p - lr * m_hat / (np.sqrt(v_hat) + eps), m, v
+
+
+def adam_update(params, grads, state, lr, beta1=0.9, beta2=0.999, eps=1e-8, *, fast=True):
+    r"""One Adam step (:func:`adam_step`) on every array of `params`; PyTorch's default Adam.
 
     Args:
         params: flat dict of arrays.
@@ -71,6 +83,8 @@ def adam_update(params, grads, state, lr, beta1=0.9, beta2=0.999, eps=1e-8):
         state: from :func:`adam_init` or a previous call.
         lr: learning rate (> 0); the paper uses 2e-4 after a warm-up (:func:`warmup_lr`).
         beta1, beta2: moment decay rates in [0, 1). eps: added to the denominator.
+        fast: True runs the fused kernel :func:`ddpm_ref.nn.fast.adam_step`, False the NumPy
+            :func:`adam_step` (the same update up to rounding).
     Returns:
         (new_params, new_state): fresh dicts of fresh arrays; the inputs are not modified.
     """
@@ -80,23 +94,12 @@ def adam_update(params, grads, state, lr, beta1=0.9, beta2=0.999, eps=1e-8):
         raise ValueError(f"beta1, beta2: expected values in [0, 1), got {beta1}, {beta2}")
     _check_like("grads", grads, params)
     step = int(state["step"]) + 1
-    bias1 = 1.0 - beta1**step
-    bias2 = 1.0 - beta2**step
-    # sqrt(v / bias2) + eps = (sqrt(v) + eps sqrt(bias2)) / sqrt(bias2): one pass fewer per array
-    step_size = lr * math.sqrt(bias2) / bias1
-    eps_hat = eps * math.sqrt(bias2)
+    step_fn = _fast.adam_step if fast else adam_step
     new_params, new_state = {}, {"step": np.array(step, dtype=np.int64)}
     for k, p in params.items():
-        # m = beta1 m_old + (1 - beta1) g; v = beta2 v_old + (1 - beta2) g^2;
-        # p_new = p - step_size m / (sqrt(v) + eps_hat): one fused pass (kernels.adam_numba)
-        dt = p.dtype.type
-        p_new, m, v = (np.empty(p.shape, dtype=p.dtype) for _ in range(3))
-        kernels.adam(_flat(p), _flat(grads[k]), _flat(state["m." + k]), _flat(state["v." + k]),
-                     dt(1.0 - beta1), dt(1.0 - beta2), dt(step_size), dt(eps_hat),
-                     p_new.reshape(-1), m.reshape(-1), v.reshape(-1))
-        new_params[k] = p_new
-        new_state["m." + k] = m
-        new_state["v." + k] = v
+        new_params[k], new_state["m." + k], new_state["v." + k] = step_fn(
+            p, grads[k], state["m." + k], state["v." + k], lr, beta1, beta2, eps, step
+        )
     return new_params, new_state
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -107,7 +108,7 @@ def test_refuses_a_corrupted_member(tmp_path):
 
 def test_refuses_params_of_another_architecture(tmp_path):
     _save(tmp_path / "c.npz")
-    cfg = json.dumps({**MLP(x_dim=2, hidden=16, depth=1, t_dim=4, fourier_freqs=0).config_dict()})
+    cfg = json.dumps(asdict(MLP(x_dim=2, hidden=16, depth=1, t_dim=4, fourier_freqs=0).config))
     _rewrite(tmp_path / "c.npz", tmp_path / "arch.npz", net_config=np.array(cfg))
     with pytest.raises(ValueError, match="params do not match the MLP in its config"):
         load_checkpoint(tmp_path / "arch.npz")

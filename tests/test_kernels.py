@@ -1,11 +1,11 @@
-"""Tests for ddpm_ref.nn.kernels: every Numba kernel against its NumPy twin in float64
+"""Tests for ddpm_ref.nn.fast.kernels: every Numba kernel against its NumPy twin in float64
 (relative error < 1e-10), adjoint identities, and the Numba/NumPy switch."""
 
 import numpy as np
 import pytest
 
-from ddpm_ref.nn import kernels as K
-from ddpm_ref.nn import layers as L
+from ddpm_ref.nn import fast as L
+from ddpm_ref.nn.fast import kernels as K
 from ddpm_ref.nn.gradcheck import rel_error
 
 TWIN_TOL = 1e-10  # same arithmetic up to summation order: agreement near machine precision
@@ -166,17 +166,17 @@ def test_switch_selects_twins(rng, monkeypatch):
         real = getattr(K, name)
         return lambda *args: calls.append(name) or real(*args)
 
-    for name in ["im2col_numba", "im2col_numpy"]:
-        monkeypatch.setattr(K, name, spy(name))
+    # the dispatch table holds the (kernel, twin) pair each dispatcher chooses from
+    monkeypatch.setitem(K._KERNELS, "im2col", (spy("im2col_numba"), spy("im2col_numpy")))
     was = K.numba_enabled()
     try:
         K.use_numba(True)
-        out_nb, _ = L.conv2d_forward(x, w, b)
+        out_nb, _ = L.conv2d_forward(x, w, b, method="im2col")
         assert calls and set(calls) == {"im2col_numba"}  # once per worker thread
         calls.clear()
         K.use_numba(False)
         assert not K.numba_enabled()
-        out_np, _ = L.conv2d_forward(x, w, b)
+        out_np, _ = L.conv2d_forward(x, w, b, method="im2col")
         assert calls and set(calls) == {"im2col_numpy"}
     finally:
         K.use_numba(was)
@@ -229,3 +229,9 @@ def test_kernels_reject_mismatched_shapes():
         K.silu_fwd_numba(np.ones(5), np.ones(5), np.empty(4))
     with pytest.raises(ValueError, match="shapes do not match"):
         K.adam_numba(*([np.ones(5)] * 4), 0.1, 0.1, 0.1, 0.1, np.empty(5), np.empty(4), np.empty(5))
+
+
+def test_dispatch_table_pairs_each_kernel_with_its_twin():
+    for name, (kernel, twin) in K._KERNELS.items():
+        assert kernel.__name__ == name + "_numba" and twin.__name__ == name + "_numpy"
+        assert getattr(K, name).__name__ == name  # the dispatcher the engine room calls

@@ -1,4 +1,5 @@
-"""Tests for the MLP ε-network: size, zero output at init, whole-network gradient checks."""
+"""Tests for the MLP ε-network: size, zero output at init, whole-network gradient checks in both
+tiers, and MLP(fast=False), the plain-NumPy network, equal to the fast one."""
 
 import numpy as np
 import pytest
@@ -37,7 +38,7 @@ def _batch(net, rng, B=5, dtype=np.float64):
 def test_reference_mlp_has_37762_params():
     net = MLP(**reference_mlp_config())
     params = net.init(np.random.default_rng(0))
-    # BENCHMARKS.md: Linear(34,128) + 2 x Linear(128,128) + Linear(128,2)
+    # docs/benchmarks.md: Linear(34,128) + 2 x Linear(128,128) + Linear(128,2)
     assert net.n_params() == 34 * 128 + 128 + 2 * (128 * 128 + 128) + 128 * 2 + 2 == 37_762
     assert sum(p.size for p in params.values()) == 37_762
     assert net.n_params(params) == 37_762
@@ -56,10 +57,11 @@ def test_output_is_zero_at_init(config):
     assert np.any(params["hidden.0.w"])  # but the hidden layers are not zero
 
 
+@pytest.mark.parametrize("fast", [False, True])
 @pytest.mark.parametrize("activation", ["silu", "gelu"])
 @pytest.mark.parametrize("fourier_freqs", [0, 3])
-def test_gradcheck_all_params(activation, fourier_freqs):
-    net = MLP(**dict(SMALL, activation=activation, fourier_freqs=fourier_freqs))
+def test_gradcheck_all_params(activation, fourier_freqs, fast):
+    net = MLP(**dict(SMALL, activation=activation, fourier_freqs=fourier_freqs, fast=fast))
     rng = np.random.default_rng(2)
     params = _random_params(net, rng)
     x, t = _batch(net, rng)
@@ -72,8 +74,9 @@ def test_gradcheck_all_params(activation, fourier_freqs):
     assert max(errors.values()) < 1e-7, errors
 
 
-def test_input_grad_through_fourier_features():
-    net = MLP(**SMALL)
+@pytest.mark.parametrize("fast", [False, True])
+def test_input_grad_through_fourier_features(fast):
+    net = MLP(**SMALL, fast=fast)
     rng = np.random.default_rng(3)
     params = _random_params(net, rng)
     x, t = _batch(net, rng)
@@ -84,8 +87,28 @@ def test_input_grad_through_fourier_features():
     assert rel_error(dx, num) < 1e-6
 
 
+@pytest.mark.parametrize("activation", ["silu", "gelu"])
+def test_plain_mlp_equals_fast_mlp(activation):
+    # the two tiers differ only in BLAS-vs-pairwise bias sums and in-place adds: in float64 the
+    # outputs and gradients agree to a few roundings (~1e-16); 1e-12 still fails for any wrong
+    # term (errors of order 1)
+    cfg = dict(reference_mlp_config(), fourier_freqs=4, activation=activation)
+    plain, fast = MLP(**cfg, fast=False), MLP(**cfg)
+    rng = np.random.default_rng(7)
+    params = _random_params(fast, rng)
+    x, t = _batch(fast, rng, B=300)
+    res = []
+    for net in (plain, fast):
+        out, cache = net.forward(params, x, t)
+        res.append((out, net.backward(np.cos(out), cache), net.input_grad(np.cos(out), cache)))
+    (out_a, g_a, dx_a), (out_b, g_b, dx_b) = res
+    assert _rel(out_a, out_b) < 1e-12 and _rel(dx_a, dx_b) < 1e-12
+    for k in params:
+        assert _rel(g_a[k], g_b[k]) < 1e-12, k
+
+
 def test_forward_equals_composition_of_layers():
-    # the MLP writes linear/SiLU inline for speed: it must compute what the layers compute
+    # the MLP is the composition of the plain layers, in its fast tier too
     net = MLP(**SMALL)
     rng = np.random.default_rng(4)
     params = _random_params(net, rng)
@@ -100,9 +123,13 @@ def test_forward_equals_composition_of_layers():
 
 def test_time_embedding_table_matches_layer_beyond_first_table():
     net = MLP(**SMALL)
-    t = np.array([0, 1, 999, 1023, 1024, 5000])
-    emb = net.time_embedding(t, 8, np.float64)
-    np.testing.assert_array_equal(emb, timestep_embedding(t, 8))
+    assert net.temb_table.tables == {}  # the explicit cache, empty until first use
+    t = np.array([0, 1, 999, 1023])
+    np.testing.assert_array_equal(net.time_embedding(t, 8, np.float64), timestep_embedding(t, 8))
+    assert net.temb_table.tables[np.dtype(np.float64)].shape == (1024, 8)
+    t = np.array([1024, 5000])  # beyond the first table: it grows
+    np.testing.assert_array_equal(net.time_embedding(t, 8, np.float64), timestep_embedding(t, 8))
+    assert net.temb_table.tables[np.dtype(np.float64)].shape == (8192, 8)
 
 
 def test_float32_forward_close_to_float64():
@@ -175,6 +202,7 @@ def test_forward_rejects_bad_inputs():
         (dict(fourier_freqs=-1), "fourier_freqs:"),
         (dict(activation="relu"), "activation:"),
         (dict(out_mult=3), "out_mult:"),
+        (dict(fast="yes"), "fast:"),
     ],
 )
 def test_config_validation(bad, match):

@@ -27,14 +27,16 @@ def test_adam_init_state_layout():
     assert not np.any(state["m.w"]) and not np.any(state["v.b"])
 
 
-def test_adam_three_steps_by_hand():
+@pytest.mark.parametrize("fast", [True, False])
+def test_adam_three_steps_by_hand(fast):
     # one scalar parameter, gradients 0.5, -1.0, 2.0, lr 0.1, default betas: worked out by hand
+    # (fast: the fused kernel of nn.fast; else optim.adam_step, the textbook NumPy)
     lr, b1, b2, eps = 0.1, 0.9, 0.999, 1e-8
     params = {"p": np.array([1.0])}
     state = adam_init(params)
     p, m, v = 1.0, 0.0, 0.0
     for s, g in enumerate([0.5, -1.0, 2.0], start=1):
-        params, state = adam_update(params, {"p": np.array([g])}, state, lr)
+        params, state = adam_update(params, {"p": np.array([g])}, state, lr, fast=fast)
         m = b1 * m + (1 - b1) * g
         v = b2 * v + (1 - b2) * g * g
         p = p - lr * (m / (1 - b1**s)) / (math.sqrt(v / (1 - b2**s)) + eps)
@@ -52,14 +54,15 @@ def test_adam_three_steps_by_hand():
     np.testing.assert_allclose(params["p"], [-0.01, 0.01], rtol=1e-4)
 
 
-def test_adam_is_pure_and_keeps_dtype():
+@pytest.mark.parametrize("fast", [True, False])
+def test_adam_is_pure_and_keeps_dtype(fast):
     rng = np.random.default_rng(0)
     params = {"w": rng.standard_normal((4, 5)).astype(np.float32), "b": np.zeros(5, np.float32)}
     grads = {k: rng.standard_normal(v.shape).astype(np.float32) for k, v in params.items()}
     state = adam_init(params)
     state["m.w"] += 0.1
     p0, g0, s0 = _copy(params), _copy(grads), _copy(state)
-    new_params, new_state = adam_update(params, grads, state, lr=1e-3)
+    new_params, new_state = adam_update(params, grads, state, lr=1e-3, fast=fast)
     _assert_same(params, p0)
     _assert_same(grads, g0)
     _assert_same(state, s0)
@@ -69,15 +72,15 @@ def test_adam_is_pure_and_keeps_dtype():
 
 
 def test_adam_on_non_contiguous_arrays_and_both_kernel_paths(monkeypatch):
-    from ddpm_ref.nn import kernels
+    from ddpm_ref.nn.fast import kernels
 
     rng = np.random.default_rng(2)
     w = rng.standard_normal((5, 4)).T  # a transposed (non-contiguous) view
     params, grads = {"w": w}, {"w": rng.standard_normal((4, 5))}
     state = adam_init(params)
     state["v.w"] = rng.random((4, 5)).T.copy().T  # Fortran order
-    outs = []
-    for flag in (True, False):
+    outs = [adam_update(params, grads, state, lr=0.01, fast=False)]  # textbook NumPy
+    for flag in (True, False):  # the fused step: Numba kernel, NumPy twin
         monkeypatch.setattr(kernels, "_state", {"numba": flag})
         outs.append(adam_update(params, grads, state, lr=0.01))
     s = 1 - 0.999

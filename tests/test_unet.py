@@ -1,10 +1,12 @@
 """Tests for the U-Net ε-network: exact reference sizes, zero output at init, gradient checks on a
-tiny configuration (attention and dropout included), gradients of shared tensors adding up."""
+tiny configuration (attention and dropout included) in both tiers, gradients of shared tensors
+adding up, and UNet(fast=False), the whole network in plain NumPy, equal to the fast one."""
 
 import numpy as np
 import pytest
 
-from ddpm_ref.nn import UNet, blocks, kernels, reference_unet_config
+from ddpm_ref.nn import UNet, blocks, reference_unet_config
+from ddpm_ref.nn.fast import kernels
 from ddpm_ref.nn.gradcheck import numerical_grad, rel_error
 
 # 8x8 images with 2 channels, 2 levels (8 and 16 channels), attention at 4x4 and in the middle
@@ -77,7 +79,7 @@ def test_reference_unet_param_counts():
     assert net.n_params() == 805_985
     params = net.init(np.random.default_rng(0))
     assert sum(p.size for p in params.values()) == 805_985
-    # BENCHMARKS.md: the attention block is GN(64) + Conv1x1 64->192 + Conv1x1 64->64
+    # docs/benchmarks.md: the attention block is GN(64) + Conv1x1 64->192 + Conv1x1 64->64
     assert 805_985 - 789_217 == 2 * 64 + (64 * 192 + 192) + (64 * 64 + 64)
 
 
@@ -94,9 +96,10 @@ def test_output_is_zero_at_init(config):
     assert np.any(params["down.0.res.0.conv1.w"])
 
 
-def test_gradcheck_tiny_unet_every_key(numpy_twins):
+@pytest.mark.parametrize("fast", [False, True])
+def test_gradcheck_tiny_unet_every_key(numpy_twins, fast):
     # attention at 4x4 and in the middle, dropout active with a fixed rng; 3 coords per key
-    net = UNet(**TINY)
+    net = UNet(**TINY, fast=fast)
     rng = np.random.default_rng(2)
     params = _random_params(net, rng)
     x, t = _batch(net, rng)
@@ -106,10 +109,11 @@ def test_gradcheck_tiny_unet_every_key(numpy_twins):
     assert max(errors.values()) < 1e-7, sorted(errors.items(), key=lambda kv: -kv[1])[:5]
 
 
-def test_shared_tensor_gradients_add_up(numpy_twins):
+@pytest.mark.parametrize("fast", [False, True])
+def test_shared_tensor_gradients_add_up(numpy_twins, fast):
     # SiLU(temb) feeds every res block and each skip tensor feeds two consumers: the gradients
     # of the time MLP and of a block whose output is a skip are right only if the shares add.
-    net = UNet(**dict(TINY, dropout=0.0, attn_resolutions=()))
+    net = UNet(**dict(TINY, dropout=0.0, attn_resolutions=()), fast=fast)
     rng = np.random.default_rng(3)
     params = _random_params(net, rng)
     x, t = _batch(net, rng)
@@ -140,6 +144,35 @@ def test_resblock_temb_shares_add_up(numpy_twins):
     num = numerical_grad(loss, temb_act)
     assert _rel(share_a + share_b, num) < 1e-7
     assert _rel(share_a, num) > 1e-2 and _rel(share_b, num) > 1e-2
+
+
+# The plain and the fast U-Net compute the same function by different sums (im2col vs Winograd,
+# Numba vs NumPy reductions): in float64 every output and gradient differs by a few roundings per
+# layer, ~1e-14 relative after the ~30 layers here. 1e-11 (normwise) leaves a wide margin and still
+# fails for any wrong term, which gives errors of order 1.
+TIER_TOL = 1e-11
+
+
+WIDER = dict(TINY, image_shape=(1, 16, 16), ch=16, ch_mult=(1, 1, 2))  # 16 to 32 channels
+
+
+@pytest.mark.parametrize("config", [TINY, WIDER])
+def test_plain_unet_equals_fast_unet(config):
+    # with Numba on: Winograd takes the 3x3 convolutions with >= 8 channels; dropout active
+    plain, fast = UNet(**config, fast=False), UNet(**config)
+    assert plain.layers.__name__ == "ddpm_ref.nn.layers"
+    assert fast.layers.__name__ == "ddpm_ref.nn.fast"
+    rng = np.random.default_rng(9)
+    params = _random_params(fast, rng)
+    x, t = _batch(fast, rng, B=3)
+    res = []
+    for net in (plain, fast):
+        out, cache = net.forward(params, x, t, rng=np.random.default_rng(0))
+        res.append((out, net.backward(np.cos(out), cache)))  # L = sum(sin(eps_theta))
+    (out_a, g_a), (out_b, g_b) = res
+    assert _rel(out_a, out_b) < TIER_TOL
+    for k in params:
+        assert _rel(g_a[k], g_b[k]) < TIER_TOL, k
 
 
 def test_numba_and_numpy_paths_agree():
@@ -241,6 +274,7 @@ def test_forward_rejects_bad_inputs():
         (dict(dropout=1.0), "dropout:"),
         (dict(temb_dim=7), "temb_dim:"),
         (dict(out_mult=3), "out_mult:"),
+        (dict(fast=1), "fast:"),
     ],
 )
 def test_config_validation(bad, match):

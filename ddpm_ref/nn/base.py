@@ -20,9 +20,18 @@ import math
 
 import numpy as np
 
+from ddpm_ref.nn import fast
+from ddpm_ref.nn import layers as plain
 from ddpm_ref.nn.layers import timestep_embedding
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def pick_tier(fast_flag: bool):
+    """The layer namespace a network calls: :mod:`ddpm_ref.nn.fast` or :mod:`ddpm_ref.nn.layers`."""
+    if not isinstance(fast_flag, (bool, np.bool_)):
+        raise ValueError(f"fast: expected True or False, got {fast_flag!r}")
+    return fast if fast_flag else plain
 
 
 def fan_avg_uniform(rng, fan_in, fan_out, shape, dtype, scale=1.0):
@@ -37,12 +46,40 @@ def fan_avg_uniform(rng, fan_in, fan_out, shape, dtype, scale=1.0):
     return rng.uniform(-a, a, size=shape).astype(dtype)
 
 
+class EmbeddingTable:
+    """Rows of :func:`~ddpm_ref.nn.layers.timestep_embedding` for t = 0..n-1, computed once per
+    dtype and looked up by index: the same values, without the sin/cos of (B, dim/2) float64
+    arguments at every call (for the 2D MLP they cost more than the rest of its forward pass).
+
+    The cache is the attribute ``tables``: {dtype: (n, dim) array}, grown (n doubles) when a
+    t >= n is asked for.
+    """
+
+    def __init__(self, dim: int):
+        self.dim = dim
+        self.tables = {}
+
+    def lookup(self, t, dtype):
+        """(B, dim) embedding rows of the integer timesteps t (B,), in dtype."""
+        dtype = np.dtype(dtype)
+        table = self.tables.get(dtype)
+        t_max = int(t.max())
+        if table is None or table.shape[0] <= t_max:
+            n = max(1024, 1 << t_max.bit_length())  # rows for t = 0..n-1
+            table = timestep_embedding(np.arange(n), self.dim, dtype=dtype)  # (n, dim)
+            self.tables[dtype] = table
+        return table[t]  # (B, dim)
+
+
 class EpsNetwork:
-    """Base class: subclasses set ``config`` and ``x_shape`` and implement ``param_shapes``,
-    ``init``, ``forward`` and ``backward``."""
+    """Base class: subclasses set ``config``, ``x_shape``, ``layers`` (the tier: the module
+    :mod:`ddpm_ref.nn.layers`, or :mod:`ddpm_ref.nn.fast` when ``config.fast``) and ``temb_table``,
+    and implement ``param_shapes``, ``init``, ``forward`` and ``backward``."""
 
     config: object
     x_shape: tuple
+    layers: object
+    temb_table: EmbeddingTable
 
     def param_shapes(self) -> dict:
         """{key: shape} for every parameter array, in a fixed order."""
@@ -105,20 +142,11 @@ class EpsNetwork:
             raise ValueError(f"t: expected integer timesteps >= 0, got min {t.min()}")
 
     def time_embedding(self, t, dim, dtype):
-        """sinusoidal(t) (B, dim) by lookup in a table of :func:`timestep_embedding` rows.
-
-        For a small network, sin/cos of (B, dim/2) float64 arguments costs more than the rest of
-        the forward pass; the rows for t = 0..n-1 are computed once (same values) and reused.
-        """
-        tables = self.__dict__.setdefault("_temb_tables", {})
-        key = (dim, np.dtype(dtype))
-        table = tables.get(key)
-        t_max = int(t.max())
-        if table is None or table.shape[0] <= t_max:
-            n = max(1024, 1 << t_max.bit_length())  # rows for t = 0..n-1
-            table = timestep_embedding(np.arange(n), dim, dtype=key[1])  # (n, dim)
-            tables[key] = table
-        return table[t]  # (B, dim)
+        """sinusoidal(t) (B, dim), looked up in ``self.temb_table`` (an :class:`EmbeddingTable`
+        that the subclass creates in its ``__init__``)."""
+        if dim != self.temb_table.dim:
+            raise ValueError(f"dim: expected {self.temb_table.dim} (this network's), got {dim}")
+        return self.temb_table.lookup(t, dtype)
 
     @property
     def x_shape_str(self) -> str:

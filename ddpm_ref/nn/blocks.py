@@ -10,16 +10,19 @@ al.'s ``diffusion_tf/models/unet.py``.)
 
 Each block is a pair of functions over the flat parameter dict, keyed by a dotted prefix:
 
-    init_*(rng, prefix, ...) -> {prefix + ".conv1.w": ..., ...}
-    *_forward(params, prefix, x, ...) -> (out, cache)
+    *_shapes(prefix, ...) -> {prefix + ".conv1.w": (F, C, 3, 3), ...}
+    *_forward(params, prefix, x, ..., layers=L) -> (out, cache)
     *_backward(dout, cache) -> (dx, ..., grads)      # grads: {full key: array}
+
+``layers`` is the tier the block is composed from: :mod:`ddpm_ref.nn.layers` (the default, plain
+NumPy) or :mod:`ddpm_ref.nn.fast` (the same names, fast); the cache remembers it for the backward.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ddpm_ref.nn import _parallel, layers
+from ddpm_ref.nn import layers as plain
 from ddpm_ref.nn.base import fan_avg_uniform
 
 
@@ -75,8 +78,8 @@ def init_param(rng, key, shape, dtype, zero=False):
 # Residual block
 
 
-def resblock_forward(params, prefix, x, temb_act, groups, dropout=0.0, rng=None):
-    r"""Residual block with time conditioning (BENCHMARKS.md's ResBlock, Ho et al.'s resnet_block).
+def resblock_forward(params, prefix, x, temb_act, groups, dropout=0.0, rng=None, *, layers=plain):
+    r"""Residual block with time conditioning (Ho et al.'s resnet_block).
 
         h = Conv3x3(SiLU(GN(x)))
         h = h + Linear(SiLU(temb))          broadcast over H, W
@@ -88,28 +91,23 @@ def resblock_forward(params, prefix, x, temb_act, groups, dropout=0.0, rng=None)
         x: (N, C_in, H, W).
         temb_act: (N, temb_dim), SiLU(temb), computed once and shared by every block.
         groups: GroupNorm groups. dropout: drop probability, active only when rng is given.
+        layers: the tier (module) whose layer pairs the block calls.
     Returns:
         out: (N, C_out, H, W); cache for :func:`resblock_backward`.
     """
     p = lambda name: params[prefix + "." + name]
-    # SiLU(GN(x)) in one layer: the same result as the two layers in turn, faster
-    h, c_gn1 = layers.groupnorm_silu_forward(
-        x, p("norm1.gamma"), p("norm1.beta"), groups
-    )  # (N, Cin, H, W)
+    h, c_gn1 = layers.groupnorm_silu_forward(x, p("norm1.gamma"), p("norm1.beta"), groups)
     h, c_conv1 = layers.conv2d_forward(h, p("conv1.w"), p("conv1.b"))  # (N, Cout, H, W)
     tproj, c_temb = layers.linear_forward(temb_act, p("temb.w"), p("temb.b"))  # (N, Cout)
-    _parallel.add_into(h, tproj[:, :, None, None])  # h += tproj (h: conv2d_forward's fresh array)
+    h = layers.add(h, tproj[:, :, None, None])  # h + tproj, broadcast over H, W
     h, c_gn2 = layers.groupnorm_silu_forward(h, p("norm2.gamma"), p("norm2.beta"), groups)
     h, c_drop = layers.dropout_forward(h, dropout, rng)
     h, c_conv2 = layers.conv2d_forward(h, p("conv2.w"), p("conv2.b"))  # (N, Cout, H, W)
-    c_skip = None
-    if prefix + ".skip.w" in params:
+    skip, c_skip = x, None  # the identity skip ...
+    if prefix + ".skip.w" in params:  # ... or a 1x1 convolution when C_in != C_out
         skip, c_skip = layers.conv2d_forward(x, p("skip.w"), p("skip.b"))  # (N, Cout, H, W)
-        _parallel.add_into(h, skip)  # h += skip
-    else:
-        _parallel.add_into(h, x)  # h += x, the identity skip
-    cache = (prefix, c_gn1, c_conv1, c_temb, c_gn2, c_drop, c_conv2, c_skip)
-    return h, cache
+    h = layers.add(h, skip)  # (N, Cout, H, W)
+    return h, (layers, prefix, c_gn1, c_conv1, c_temb, c_gn2, c_drop, c_conv2, c_skip)
 
 
 def resblock_backward(dout, cache):
@@ -119,7 +117,7 @@ def resblock_backward(dout, cache):
         dx: (N, C_in, H, W); dtemb_act: (N, temb_dim), this block's share of the gradient of
         SiLU(temb) (the caller sums the shares of all blocks); grads: {key: array}.
     """
-    prefix, c_gn1, c_conv1, c_temb, c_gn2, c_drop, c_conv2, c_skip = cache
+    layers, prefix, c_gn1, c_conv1, c_temb, c_gn2, c_drop, c_conv2, c_skip = cache
     k = lambda name: prefix + "." + name
     g = {}
     # out = skip(x) + h: dout flows into both branches
@@ -130,11 +128,11 @@ def resblock_backward(dout, cache):
     dh = layers.dropout_backward(dh, c_drop)
     dh, g[k("norm2.gamma")], g[k("norm2.beta")] = layers.groupnorm_silu_backward(dh, c_gn2)
     # h + tproj[:, :, None, None]: the projection's gradient sums over H, W
-    dtproj = _parallel.sum_hw(dh)  # (N, Cout)
+    dtproj = layers.sum_hw(dh)  # (N, Cout)
     dtemb_act, g[k("temb.w")], g[k("temb.b")] = layers.linear_backward(dtproj, c_temb)
     dh, g[k("conv1.w")], g[k("conv1.b")] = layers.conv2d_backward(dh, c_conv1)
     dx, g[k("norm1.gamma")], g[k("norm1.beta")] = layers.groupnorm_silu_backward(dh, c_gn1)
-    _parallel.add_into(dx, dx_skip)  # both branches read x: their gradients add
+    dx = layers.add(dx, dx_skip)  # both branches read x: their gradients add
     return dx, dtemb_act, g
 
 
@@ -142,7 +140,7 @@ def resblock_backward(dout, cache):
 # Self-attention block
 
 
-def attnblock_forward(params, prefix, x, groups):
+def attnblock_forward(params, prefix, x, groups, *, layers=plain):
     r"""Single-head self-attention over the H W positions, with GroupNorm and a residual:
 
         out = x + Attention(GN(x)),   Attention = Conv1x1 -> softmax(q^T k / sqrt(C)) v -> Conv1x1
@@ -153,18 +151,18 @@ def attnblock_forward(params, prefix, x, groups):
     p = lambda name: params[prefix + "." + name]
     h, c_gn = layers.groupnorm_forward(x, p("norm.gamma"), p("norm.beta"), groups)  # (N, C, H, W)
     h, c_attn = layers.attention_forward(h, p("qkv.w"), p("qkv.b"), p("out.w"), p("out.b"))
-    h += x  # residual (attention_forward returned a fresh array)
-    return h, (prefix, c_gn, c_attn)
+    h = layers.add(h, x)  # the residual
+    return h, (layers, prefix, c_gn, c_attn)
 
 
 def attnblock_backward(dout, cache):
     """Backward of :func:`attnblock_forward`. Returns (dx, grads)."""
-    prefix, c_gn, c_attn = cache
+    layers, prefix, c_gn, c_attn = cache
     k = lambda name: prefix + "." + name
     g = {}
     dh, g[k("qkv.w")], g[k("qkv.b")], g[k("out.w")], g[k("out.b")] = layers.attention_backward(
         dout, c_attn
     )
     dh, g[k("norm.gamma")], g[k("norm.beta")] = layers.groupnorm_backward(dh, c_gn)
-    dh += dout  # residual branch
+    dh = layers.add(dh, dout)  # the residual branch: gradients add
     return dh, g

@@ -14,8 +14,9 @@ convolutions. The blocks are in :mod:`ddpm_ref.nn.blocks`.
                               nearest 2x + Conv3x3 between levels
     eps_theta = Conv3x3(SiLU(GN(h)))                              # (B, C * out_mult, H, W)
 
-``UNet(**reference_unet_config())`` is BENCHMARKS.md's reference U-Net (789,217 parameters;
-805,985 with ``attention=True``).
+Every step is a layer pair of the network's tier (``config.fast``: :mod:`ddpm_ref.nn.fast`, else
+:mod:`ddpm_ref.nn.layers`). ``UNet(**reference_unet_config())`` is the reference U-Net of
+docs/benchmarks.md (789,217 parameters; 805,985 with ``attention=True``).
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ddpm_ref.nn import _parallel, blocks, layers
-from ddpm_ref.nn.base import EpsNetwork
+from ddpm_ref.nn import blocks
+from ddpm_ref.nn.base import EmbeddingTable, EpsNetwork, pick_tier
 
 
 @dataclass
@@ -40,6 +41,7 @@ class UNetConfig:
     groups: int = 8  # GroupNorm groups; must divide every channel count
     temb_dim: int = 128  # width of the sinusoidal embedding of t and of the time MLP
     out_mult: int = 1  # 2 doubles the output channels for learned variances
+    fast: bool = True  # layers from the engine room nn.fast; False: the plain nn.layers
 
     def __post_init__(self):
         self.image_shape = tuple(int(s) for s in self.image_shape)
@@ -68,12 +70,13 @@ class UNetConfig:
             raise ValueError(f"dropout: expected a probability in [0, 1), got {self.dropout}")
         if self.out_mult not in (1, 2):
             raise ValueError(f"out_mult: expected 1 or 2 (learned variances), got {self.out_mult}")
+        pick_tier(self.fast)  # ValueError unless a bool
 
 
 def reference_unet_config(attention=False) -> dict:
-    """Keyword arguments for BENCHMARKS.md's reference U-Net: 28x28x1, channels 32/64/64, one
-    res block per level, GroupNorm(8), t embedded in 128 dims, no dropout; 789,217 parameters,
-    or 805,985 with ``attention=True`` (one attention block in the middle)."""
+    """Keyword arguments for the reference U-Net of docs/benchmarks.md: 28x28x1, channels
+    32/64/64, one res block per level, GroupNorm(8), t embedded in 128 dims, no dropout; 789,217
+    parameters, or 805,985 with ``attention=True`` (one attention block in the middle)."""
     return dict(
         image_shape=(1, 28, 28),
         ch=32,
@@ -102,6 +105,8 @@ class UNet(EpsNetwork):
         self.config = UNetConfig(**config)
         c = self.config
         self.x_shape = c.image_shape
+        self.layers = pick_tier(c.fast)
+        self.temb_table = EmbeddingTable(c.temb_dim)
         # The layout as a list of steps; forward runs it, backward runs it in reverse.
         # ("res", prefix, cin, cout) ("attn", prefix, c) ("conv", prefix, cin, cout, stride)
         # ("skip",) push h for the up path; ("concat",) pop a skip; ("upsample",)
@@ -181,42 +186,42 @@ class UNet(EpsNetwork):
             eps_theta: (B, C * out_mult, H, W); cache for :meth:`backward`.
         """
         self.check_inputs(params, x, t)
-        c = self.config
+        L, c = self.layers, self.config
         # time embedding: temb = Linear(SiLU(Linear(sinusoidal(t))))
         emb = self.time_embedding(t, c.temb_dim, x.dtype)  # (B, temb_dim)
-        a, c_t0 = layers.linear_forward(emb, params["temb.0.w"], params["temb.0.b"])
-        a, c_t1 = layers.silu_forward(a)
-        temb, c_t2 = layers.linear_forward(
+        a, c_t0 = L.linear_forward(emb, params["temb.0.w"], params["temb.0.b"])
+        a, c_t1 = L.silu_forward(a)
+        temb, c_t2 = L.linear_forward(
             a, params["temb.1.w"], params["temb.1.b"]
         )  # (B, temb_dim)
         # every res block reads SiLU(temb): computed once here, its gradients summed in backward
-        temb_act, c_t3 = layers.silu_forward(temb)
+        temb_act, c_t3 = L.silu_forward(temb)
         tape, skips, h = [], [], x
         for step in self.plan:
             kind = step[0]
             if kind == "conv":
                 _, prefix, _, _, stride = step
-                h, cache = layers.conv2d_forward(
+                h, cache = L.conv2d_forward(
                     h, params[prefix + ".w"], params[prefix + ".b"], stride
                 )
             elif kind == "res":
                 h, cache = blocks.resblock_forward(
-                    params, step[1], h, temb_act, c.groups, c.dropout, rng
+                    params, step[1], h, temb_act, c.groups, c.dropout, rng, layers=L
                 )
             elif kind == "attn":
-                h, cache = blocks.attnblock_forward(params, step[1], h, c.groups)
+                h, cache = blocks.attnblock_forward(params, step[1], h, c.groups, layers=L)
             elif kind == "skip":
                 skips.append(h)
                 cache = None
             elif kind == "concat":
-                h, cache = layers.concat_forward(h, skips.pop())  # (B, C_h + C_skip, H, W)
+                h, cache = L.concat_forward(h, skips.pop())  # (B, C_h + C_skip, H, W)
             else:  # upsample
-                h, cache = layers.upsample2x_forward(h)  # (B, C, 2H, 2W)
+                h, cache = L.upsample2x_forward(h)  # (B, C, 2H, 2W)
             tape.append((step, cache))
-        h, c_gn = layers.groupnorm_silu_forward(  # SiLU(GN(h))
+        h, c_gn = L.groupnorm_silu_forward(  # SiLU(GN(h))
             h, params["out.norm.gamma"], params["out.norm.beta"], c.groups
         )
-        eps_theta, c_out = layers.conv2d_forward(h, params["out.conv.w"], params["out.conv.b"])
+        eps_theta, c_out = L.conv2d_forward(h, params["out.conv.w"], params["out.conv.b"])
         cache = ((c_t0, c_t1, c_t2, c_t3), tape, (c_gn, c_out), eps_theta.shape)
         return eps_theta, cache
 
@@ -233,16 +238,16 @@ class UNet(EpsNetwork):
         if not isinstance(d_eps_theta, np.ndarray) or d_eps_theta.shape != out_shape:
             got = getattr(d_eps_theta, "shape", type(d_eps_theta).__name__)
             raise ValueError(f"d_eps_theta: expected shape {out_shape}, got {got}")
-        g = {}
-        dh, g["out.conv.w"], g["out.conv.b"] = layers.conv2d_backward(d_eps_theta, c_out)
-        dh, g["out.norm.gamma"], g["out.norm.beta"] = layers.groupnorm_silu_backward(dh, c_gn)
+        L, g = self.layers, {}
+        dh, g["out.conv.w"], g["out.conv.b"] = L.conv2d_backward(d_eps_theta, c_out)
+        dh, g["out.norm.gamma"], g["out.norm.beta"] = L.groupnorm_silu_backward(dh, c_gn)
         d_temb_act = None  # sum over res blocks of dL/dSiLU(temb)
         d_skips = []  # gradients reaching the skip tensors through the concats
         for step, step_cache in reversed(tape):
             kind = step[0]
             if kind == "conv":
                 prefix = step[1]
-                dh, g[prefix + ".w"], g[prefix + ".b"] = layers.conv2d_backward(dh, step_cache)
+                dh, g[prefix + ".w"], g[prefix + ".b"] = L.conv2d_backward(dh, step_cache)
             elif kind == "res":
                 dh, d_ta, g_block = blocks.resblock_backward(dh, step_cache)
                 g.update(g_block)
@@ -251,16 +256,16 @@ class UNet(EpsNetwork):
                 dh, g_block = blocks.attnblock_backward(dh, step_cache)
                 g.update(g_block)
             elif kind == "skip":
-                # h fed the next layer and the concat: grads add (dh is a fresh array)
-                dh = _parallel.add_into(dh, d_skips.pop())
+                # h fed the next layer and the concat: gradients add
+                dh = L.add(dh, d_skips.pop())
             elif kind == "concat":
-                dh, d_skip = layers.concat_backward(dh, step_cache)
+                dh, d_skip = L.concat_backward(dh, step_cache)
                 d_skips.append(d_skip)
             else:  # upsample
-                dh = layers.upsample2x_backward(dh, step_cache)
+                dh = L.upsample2x_backward(dh, step_cache)
         # the time MLP, backwards
-        da = layers.silu_backward(d_temb_act, c_t3)
-        da, g["temb.1.w"], g["temb.1.b"] = layers.linear_backward(da, c_t2)
-        da = layers.silu_backward(da, c_t1)
-        _, g["temb.0.w"], g["temb.0.b"] = layers.linear_backward(da, c_t0)
+        da = L.silu_backward(d_temb_act, c_t3)
+        da, g["temb.1.w"], g["temb.1.b"] = L.linear_backward(da, c_t2)
+        da = L.silu_backward(da, c_t1)
+        _, g["temb.0.w"], g["temb.0.b"] = L.linear_backward(da, c_t0)
         return {k: g[k] for k in self.param_shapes()}  # params' key order

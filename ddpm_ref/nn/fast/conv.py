@@ -1,88 +1,70 @@
-r"""2D convolution by im2col + BLAS matmul, with its hand-written backward pass.
+r"""2D convolution, fast: im2col or Winograd, image ranges on worker threads.
 
 Paper: Ho et al. (2020), Appendix B: the U-Net's 3x3 convolutions, stride-2 downsampling
-convolutions and 1x1 skip projections are all :func:`conv2d_forward`.
+convolutions and 1x1 skip projections are all :func:`conv2d_forward`. The same function as
+:func:`ddpm_ref.nn.layers.conv2d_forward` (the plain twin it is tested against), by two routes:
 
-For a chunk of m images the input is unrolled into cols (C k k, m Ho Wo) (:func:`kernels.im2col`),
-so the convolution is one matmul
+- ``method="im2col"``: for a chunk of m images the input is unrolled into cols (C k k, m Ho Wo)
+  (:func:`kernels.im2col`), so the convolution is one matmul
 
-    out[f, (n, i, j)] = sum_r w2[f, r] cols[r, (n, i, j)] + b[f],   w2 = w.reshape(F, C k k),
+      out[f, (n, i, j)] = sum_r w2[f, r] cols[r, (n, i, j)] + b[f],   w2 = w.reshape(F, C k k),
 
-and the backward pass is two matmuls and the adjoint of im2col:
+  and the backward pass is two matmuls and the adjoint of im2col:
 
-    dw2 = dout2 @ cols^T,   dcols = w2^T @ dout2,   dx = col2im(dcols),   db = sum of dout.
+      dw2 = dout2 @ cols^T,   dcols = w2^T @ dout2,   dx = col2im(dcols),   db = sum of dout.
 
-(dout2 is dout with the image and channel axes swapped, (F, m Ho Wo).)
+- ``method="winograd"``: Winograd's F(2x2, 3x3) (:mod:`.winograd`: 16 multiplications per output
+  tile and channel pair where im2col takes 36), for 3x3 "same" convolutions on even-sized images
+  with at least 8 channels (:func:`winograd.applies`).
+- ``method="auto"`` (the default): Winograd where it applies, im2col elsewhere.
 
-The U-Net's 3x3 "same" convolutions on even-sized images take a faster route, Winograd's F(2x2, 3x3)
-(:mod:`.winograd`: 16 multiplications per output tile and channel pair where this takes 36); set
-``WINOGRAD = False`` to run every convolution as below.
-
-The batch is split into one contiguous range of images per core (:mod:`._parallel`); each
-worker thread processes its range in chunks of about ``CHUNK_BYTES`` of cols, small enough to stay
-in its core's cache, with single-threaded matmuls. Unrolling the whole batch at once would cost 9x
-the input in memory traffic; splitting each matmul over the cores costs a fork/join per chunk.
+The batch is split into one contiguous range of images per core (:mod:`.threads`); each worker
+thread processes its range in chunks of about ``CHUNK_BYTES`` of cols, small enough to stay in its
+core's cache, with single-threaded matmuls.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ddpm_ref.nn import _parallel, kernels, winograd
-from ddpm_ref.nn._checks import check_array, check_same_dtype
+from ddpm_ref.nn._checks import check_array, check_conv, check_same_dtype, conv_out_size
+from ddpm_ref.nn.fast import kernels, threads, winograd
 
 CHUNK_BYTES = 2 << 20  # target size of one chunk's cols buffer, per worker thread
-WINOGRAD = True  # 3x3 stride-1 pad-1 convolutions on even H, W by nn/winograd.py
+METHODS = ("auto", "im2col", "winograd")
 
 
 def _chunk_size(N, bytes_per_image):
     return int(max(1, min(N, CHUNK_BYTES // max(1, bytes_per_image))))
 
 
-def conv_out_size(n, k, stride, pad):
-    """Output length along one spatial axis: floor((n + 2 pad - k) / stride) + 1."""
-    return (n + 2 * pad - k) // stride + 1
-
-
-def conv2d_forward(x, w, b, stride=1, pad=None):
-    """2D convolution (cross-correlation, as in every deep-learning library).
-
-    out[n, f, i, j] = b[f] + sum_{c, di, dj} w[f, c, di, dj] x_pad[n, c, i s + di, j s + dj].
-
-    Args:
-        x: (N, C, H, W) float32 or float64.
-        w: (F, C, k, k) same dtype, square odd or even k.
-        b: (F,) same dtype.
-        stride: s >= 1 (stride 2 with pad 1 halves even sizes: the U-Net's downsampling).
-        pad: zero padding on every side; default k // 2 ("same" size for stride 1, odd k).
-    Returns:
-        out: (N, F, Ho, Wo), Ho = (H + 2 pad - k) // s + 1.
-        cache: (x, w, stride, pad).
-    """
-    check_array("x", x, ndim=4)
-    check_array("w", w, ndim=4)
-    N, C, H, W = x.shape
-    F, Cw, k, k2 = w.shape
-    if Cw != C or k2 != k:
+def _route(method, x_shape, w_shape, stride, pad):
+    """The route, "winograd" or "im2col"; ValueError for an unknown or inapplicable method."""
+    if method not in METHODS:
+        raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
+    fits = winograd.applies(x_shape, w_shape, stride, pad)
+    if method == "winograd" and not fits:
         raise ValueError(
-            f"w: expected shape (F, {C}, k, k) for x of shape {x.shape}, got {w.shape}"
+            "method: 'winograd' needs a 3x3 kernel, stride 1, pad 1, even H and W and at least 8 "
+            f"channels in and out; got x {x_shape}, w {w_shape}, stride {stride}, pad {pad}"
         )
-    check_array("b", b, shape=(F,))
-    check_same_dtype(x, w=w, b=b)
-    pad = k // 2 if pad is None else pad
-    if int(stride) != stride or stride < 1:
-        raise ValueError(f"stride: expected an integer >= 1, got {stride}")
-    if int(pad) != pad or pad < 0:
-        raise ValueError(f"pad: expected an integer >= 0, got {pad}")
-    Ho, Wo = conv_out_size(H, k, stride, pad), conv_out_size(W, k, stride, pad)
-    if Ho < 1 or Wo < 1:
-        raise ValueError(f"x: spatial size {(H, W)} too small for k={k}, pad={pad}")
+    return "winograd" if (fits and method != "im2col") else "im2col"
 
+
+def conv2d_forward(x, w, b, stride=1, pad=None, *, method="auto"):
+    """2D convolution; arguments, shapes and result as :func:`ddpm_ref.nn.layers.conv2d_forward`,
+    plus ``method`` ("auto", "im2col" or "winograd", see the module docstring).
+
+    Returns:
+        out: (N, F, Ho, Wo); cache: (x, w, stride, pad, route), route the method taken.
+    """
+    stride, pad = check_conv(x, w, b, stride, pad)
+    route = _route(method, x.shape, w.shape, stride, pad)
     x = np.ascontiguousarray(x)
-    if WINOGRAD and winograd.applies(x.shape, w.shape, stride, pad):
-        return winograd.conv3x3_forward(x, w, b), (x, w, stride, pad)
+    if route == "winograd":
+        return winograd.conv3x3_forward(x, w, b), (x, w, stride, pad, route)
     # (1x1 convolutions too: it beats np.matmul(w, x), N small multithreaded BLAS calls)
-    return _forward_im2col(x, w, b, stride, pad), (x, w, stride, pad)
+    return _forward_im2col(x, w, b, stride, pad), (x, w, stride, pad, route)
 
 
 def _forward_im2col(x, w, b, stride, pad):
@@ -93,7 +75,7 @@ def _forward_im2col(x, w, b, stride, pad):
     w2 = w.reshape(F, C * k * k)  # (F, C k k)
     out = np.empty((N, F, Ho, Wo), dtype=x.dtype)  # (N, F, Ho, Wo)
     out3 = out.reshape(N, F, Ho * Wo)
-    _parallel.map_ranges(lambda a, z: _forward_range(x, w2, b, k, stride, pad, out3, a, z), N)
+    threads.map_ranges(lambda a, z: _forward_range(x, w2, b, k, stride, pad, out3, a, z), N)
     return out
 
 
@@ -128,18 +110,18 @@ def conv2d_backward(dout, cache):
 
     Args:
         dout: (N, F, Ho, Wo) upstream gradient.
-        cache: (x, w, stride, pad) from the forward pass.
+        cache: (x, w, stride, pad, route) from the forward pass (the backward takes its route).
     Returns:
         dx (N, C, H, W), dw (F, C, k, k), db (F,).
     """
-    x, w, stride, pad = cache
+    x, w, stride, pad, route = cache
     N, C, H, W = x.shape
     F, _, k, _ = w.shape
     Ho, Wo = conv_out_size(H, k, stride, pad), conv_out_size(W, k, stride, pad)
     check_array("dout", dout, shape=(N, F, Ho, Wo))
     check_same_dtype(x, dout=dout)
     dout = np.ascontiguousarray(dout)
-    if WINOGRAD and winograd.applies(x.shape, w.shape, stride, pad):
+    if route == "winograd":
         return winograd.conv3x3_backward(dout, x, w)
     dout3 = dout.reshape(N, F, Ho * Wo)  # (N, F, P)
     transposed = stride == 1 and F < C and pad <= k - 1
@@ -155,10 +137,10 @@ def _backward_im2col(x, w, dout3, stride, pad, want_dx):
     F, C, k, _ = w.shape
     w2 = w.reshape(F, C * k * k)  # (F, C k k)
     dx = np.empty_like(x) if want_dx else None  # (N, C, H, W)
-    parts = _parallel.map_ranges(
+    parts = threads.map_ranges(
         lambda a, z: _backward_range(x, w2, dout3, k, stride, pad, dx, a, z), x.shape[0]
     )
-    dw2t, db = _parallel.sum_parts(parts)  # (C k k, F), (F,)
+    dw2t, db = threads.sum_parts(parts)  # (C k k, F), (F,)
     return dx, np.ascontiguousarray(dw2t.T).reshape(w.shape), db
 
 
@@ -181,7 +163,7 @@ def _backward_range(x, w2, dout3, k, stride, pad, dx, a, z):
             kernels.mf_to_fm(dout3[n0 : n0 + m], d2.reshape(F, m, P))
         cols = cols_buf[: K * m * P].reshape(K, m, P)  # (C k k, m, Ho Wo)
         kernels.im2col(x[n0 : n0 + m], k, stride, pad, cols)
-        # dw2^T += cols @ dout2^T, summed over chunks (BLAS runs this form ~1.5x faster than
+        # dw2^T += cols @ dout2^T, summed over chunks (BLAS runs this form faster than
         # dout2 @ cols^T at these shapes)
         np.matmul(cols.reshape(K, m * P), d2.T, out=dw_part)
         dw2t += dw_part

@@ -1,9 +1,10 @@
 r"""3x3 convolutions by Winograd's minimal filtering, F(2x2, 3x3) (Lavin & Gray, "Fast Algorithms
 for Convolutional Neural Networks", CVPR 2016), with the backward pass through the same algorithm.
 
-Used by :func:`ddpm_ref.nn.conv.conv2d_forward` for the U-Net's 3x3, stride-1, "same"
-convolutions on even-sized images (28x28 and 14x14 for MNIST); it computes the same function as
-the im2col path, up to rounding. Each 2x2 output tile of each filter f is
+Used by :func:`ddpm_ref.nn.fast.conv.conv2d_forward` (``method="auto"`` or ``"winograd"``) for
+the U-Net's 3x3, stride-1, "same" convolutions on even-sized images (28x28 and 14x14 for MNIST);
+it computes the same function as the im2col path, up to rounding. Each 2x2 output tile of each
+filter f is
 
     Y = A^T [ sum_c (G g_{f,c} G^T) * (B^T d_c B) ] A,        (* elementwise, 4x4)
 
@@ -21,15 +22,15 @@ backward pass is the chain rule through these four linear steps:
     dM = wino_out^T(dout),  dU[xi] = dM[xi] @ V[xi]^T,  dV[xi] = U[xi]^T @ dM[xi],
     dx = wino_in^T(dV),     dw = G^T dU G,               db = sum of dout.
 
-As in :mod:`ddpm_ref.nn.conv`, each worker thread takes one range of images and works through it
-in chunks small enough for its cache.
+As in :mod:`ddpm_ref.nn.fast.conv`, each worker thread takes one range of images and works
+through it in chunks small enough for its cache.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ddpm_ref.nn import _parallel, kernels
+from ddpm_ref.nn.fast import kernels, threads
 
 CHUNK_BYTES = 2 << 20  # target size of one chunk's V and M buffers, per worker thread
 
@@ -49,7 +50,7 @@ def weight_transform(w):
     """U[4a + b, f, c] = (G w[f, c] G^T)[a, b]: (F, C, 3, 3) -> (16, F, C).
 
     As two 2-D matmuls over all (f, c) at once (``np.einsum("ai,fcij,bj->abfc", G, w, G)`` is the
-    same thing, 2.5x slower: this runs on the calling thread twice per convolution and step)."""
+    same thing, slower: this runs on the calling thread twice per convolution and step)."""
     F, C = w.shape[:2]
     G = _G.astype(w.dtype)
     T = w.reshape(F * C * 3, 3) @ G.T  # (F C 3, 4): w G^T, row i of each kernel
@@ -103,7 +104,7 @@ def conv3x3_forward(x, w, b):
             np.matmul(U, V, out=M)  # (16, F, m T): 16 matmuls over the channels
             kernels.wino_out(M, b, out[n0 : n0 + m])
 
-    _parallel.map_ranges(run, N)
+    threads.map_ranges(run, N)
     return out
 
 
@@ -136,5 +137,5 @@ def conv3x3_backward(dout, x, w):
             db += dout[n0 : n0 + m].sum(axis=(0, 2, 3))
         return dU, db
 
-    dU, db = _parallel.sum_parts(_parallel.map_ranges(run, N))
+    dU, db = threads.sum_parts(threads.map_ranges(run, N))
     return dx, weight_transform_adjoint(dU), db

@@ -1,4 +1,4 @@
-"""Image-parallel execution of the convolutions: each worker thread runs its share of the batch.
+"""Worker threads and BLAS-thread control: each worker thread runs its share of the batch.
 
 A convolution by im2col alternates two kinds of work per chunk of images: unrolling (a Numba
 kernel) and a matmul (BLAS). Splitting *each* step over the cores costs a fork/join per step, and
@@ -90,6 +90,8 @@ def map_ranges(fn, N, grain=1):
     worker costs tens of microseconds). Returns the results in range order. ``fn`` must write
     only inside its range.
     """
+    if N < 2 * max(1, grain):  # too small to split: no need to look at the pool
+        return [fn(0, N)]
     n = min(num_workers(), N // max(1, grain))
     if n <= 1:
         return [fn(0, N)]
@@ -121,13 +123,14 @@ def sum_parts(parts):
 
 # ----------------------------------------------------------------------------------------------
 # The few whole-batch NumPy operations between layers, split the same way (on the calling thread
-# alone they left the second core idle for about 5 % of a U-Net step)
+# alone they leave the second core idle for a few per cent of a U-Net step; docs/benchmarks.md)
 
 
-def add_into(a, b):
-    """a += b, image ranges in parallel (b: a's first axis, broadcasting against a). Returns a."""
-    map_ranges(lambda i, j: np.add(a[i:j], b[i:j], out=a[i:j]), a.shape[0], image_grain(a))
-    return a
+def add(a, b):
+    """a + b into a fresh array, image ranges in parallel (b: a's first axis, broadcasting)."""
+    out = np.empty(a.shape, dtype=np.result_type(a, b))
+    map_ranges(lambda i, j: np.add(a[i:j], b[i:j], out=out[i:j]), a.shape[0], image_grain(a))
+    return out
 
 
 def copy(a):

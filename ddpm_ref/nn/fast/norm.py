@@ -1,4 +1,4 @@
-r"""Group normalisation (Wu & He 2018) with its hand-written backward pass.
+r"""GroupNorm (Wu & He 2018), fast: Numba kernels on worker threads, and GroupNorm + SiLU fused.
 
 Paper: Ho et al. (2020), Appendix B: "We replaced weight normalization with group normalization".
 For each image n and group g of C/G channels, with statistics over the group's channels and pixels,
@@ -16,22 +16,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ddpm_ref.nn import _parallel, kernels
-from ddpm_ref.nn._checks import check_array, check_same_dtype
+from ddpm_ref.nn._checks import check_array, check_groupnorm, check_same_dtype
+from ddpm_ref.nn.fast import kernels, threads
 
 _BLOCK = 1 << 16  # elements per block of groupnorm_silu_*: a block's arrays stay in L2 cache
-
-
-def _check_args(x, gamma, beta, G, eps):
-    check_array("x", x, ndim=4)
-    C = x.shape[1]
-    check_array("gamma", gamma, shape=(C,))
-    check_array("beta", beta, shape=(C,))
-    check_same_dtype(x, gamma=gamma, beta=beta)
-    if int(G) != G or G < 1 or C % G:
-        raise ValueError(f"G: expected a positive divisor of C={C}, got {G}")
-    if not eps > 0:
-        raise ValueError(f"eps: expected a positive number, got {eps}")
 
 
 def _grad_arrays(dout, x):
@@ -56,7 +44,7 @@ def groupnorm_forward(x, gamma, beta, G, eps=1e-5):
         out: (N, C, H, W).
         cache: (x, gamma, mean, rstd, G) with mean, rstd = 1/sqrt(var + eps) of shape (N, G).
     """
-    _check_args(x, gamma, beta, G, eps)
+    check_groupnorm(x, gamma, beta, G, eps)
     N, C, H, W = x.shape
     x = np.ascontiguousarray(x)
     out = np.empty_like(x)  # (N, C, H, W)
@@ -64,12 +52,12 @@ def groupnorm_forward(x, gamma, beta, G, eps=1e-5):
     rstd = np.empty((N, G), dtype=x.dtype)
     x3, out3 = x.reshape(N, C, H * W), out.reshape(N, C, H * W)
     # images in parallel: each worker normalises its own range
-    _parallel.map_ranges(
+    threads.map_ranges(
         lambda a, z: kernels.groupnorm_fwd(
             x3[a:z], gamma, beta, G, eps, out3[a:z], mean[a:z], rstd[a:z]
         ),
         N,
-        grain=_parallel.image_grain(x),
+        grain=threads.image_grain(x),
     )
     return out, (x, gamma, mean, rstd, G)
 
@@ -87,12 +75,12 @@ def groupnorm_backward(dout, cache):
     N, C, H, W = x.shape
     dout, dx, dgamma_n, dbeta_n = _grad_arrays(dout, x)
     d3, x3, dx3 = dout.reshape(N, C, -1), x.reshape(N, C, -1), dx.reshape(N, C, -1)
-    _parallel.map_ranges(
+    threads.map_ranges(
         lambda a, z: kernels.groupnorm_bwd(
             d3[a:z], x3[a:z], gamma, mean[a:z], rstd[a:z], G, dx3[a:z], dgamma_n[a:z], dbeta_n[a:z]
         ),
         N,
-        grain=_parallel.image_grain(x),
+        grain=threads.image_grain(x),
     )
 
     return dx, dgamma_n.sum(axis=0).astype(x.dtype), dbeta_n.sum(axis=0).astype(x.dtype)
@@ -117,7 +105,7 @@ def groupnorm_silu_forward(x, gamma, beta, G, eps=1e-5):
         out: (N, C, H, W).
         cache: (gn_cache, silu_cache), the caches the two layers would return.
     """
-    _check_args(x, gamma, beta, G, eps)
+    check_groupnorm(x, gamma, beta, G, eps)
     N, C, H, W = x.shape
     x = np.ascontiguousarray(x)
     y, t, out = np.empty_like(x), np.empty_like(x), np.empty_like(x)  # (N, C, H, W) each
@@ -137,7 +125,7 @@ def groupnorm_silu_forward(x, gamma, beta, G, eps=1e-5):
             np.tanh(tf, out=tf)
             kernels.silu_fwd(yf, tf, of)  # ... becomes sigma(y), and out = y sigma(y)
 
-    _parallel.map_ranges(run, N, grain=_parallel.image_grain(x))
+    threads.map_ranges(run, N, grain=threads.image_grain(x))
     return out, ((x, gamma, mean, rstd, G), (y, t))
 
 
@@ -167,5 +155,5 @@ def groupnorm_silu_backward(dout, cache):
                 dx3[n0:n1], dgamma_n[n0:n1], dbeta_n[n0:n1],
             )  # fmt: skip
 
-    _parallel.map_ranges(run, N, grain=_parallel.image_grain(x))
+    threads.map_ranges(run, N, grain=threads.image_grain(x))
     return dx, dgamma_n.sum(axis=0).astype(x.dtype), dbeta_n.sum(axis=0).astype(x.dtype)
