@@ -32,7 +32,7 @@ HERE = Path(__file__).resolve().parent
 PAGES = [
     ("docs/index.html", 0, 0),
     ("docs/paper_map.html", 30, 0),
-    ("docs/teaching.html", 5, 0),
+    ("docs/teaching.html", 20, 1),  # 1 image: the reverse-process GIF
     ("docs/derivations.html", 20, 0),
     ("notebooks/02_posterior.html", 10, 1),
     ("notebooks/07_sampling_2d.html", 5, 1),
