@@ -30,15 +30,20 @@ __all__ = ["DemoConfig", "run_demo", "write_json", "save_npy"]
 
 @dataclass
 class DemoConfig:
-    """What the demo runs (defaults: about a minute on two cores)."""
+    """What the demo runs (defaults: about a minute on two cores).
+
+    The training settings are :class:`ddpm_ref.train.TrainConfig`'s defaults, the 2-D recipe
+    that ``ddpm-ref train`` uses as well (written once, there).
+    """
 
     dataset: str = "gmm"  # a 2-D data set of ddpm_ref.datasets
     T: int = 1000  # diffusion steps (the paper's T): linear betas 1e-4 .. 0.02 times 1000 / T
-    steps: int = 4000  # training steps (Algorithm 1)
-    batch: int = 256  # training batch
-    lr: float = 2e-3  # Adam learning rate after warm-up
-    warmup: int = 200  # warm-up steps
-    ema_decay: float = 0.995  # EMA of the parameters (what is sampled and evaluated)
+    steps: int = TrainConfig.steps  # training steps (Algorithm 1)
+    batch: int = TrainConfig.batch  # training batch
+    lr: float = TrainConfig.lr  # Adam learning rate after warm-up
+    warmup: int = TrainConfig.warmup  # warm-up steps
+    ema_decay: float = TrainConfig.ema_decay  # EMA of the parameters (sampled and evaluated),
+    # with TrainConfig's warm-up of the decay (train.ema_decay_at)
     n_samples: int = 2000  # samples drawn with Algorithm 2
     n_eval: int = 1000  # held-out points for the bound and the MMD
     seed: int = 0  # everything below is a function of this seed
