@@ -17,7 +17,7 @@ __all__ = ["CLIError", "Parser", "int_at_least", "positive_float", "writable_dir
            "check_memory", "output_file", "image_suffixes", "FolderLock", "version_text"]
 
 
-class CLIError(Exception):
+class CLIError(ValueError):
     """A bad argument found after parsing: reported on one line, exit status 2."""
 
 

@@ -34,7 +34,7 @@ class TrainConfig:
     ``ddpm-ref demo`` and ``ddpm-ref train`` use; images override some (``datasets.py``).
     """
 
-    steps: int = 4000  # total number of updates (paper: 800k)
+    steps: int = 8000  # total number of updates (paper: 800k)
     batch: int = 256  # examples per update, B (paper: 128)
     lr: float = 2e-3  # Adam learning rate after warm-up (paper: 2e-4)
     warmup: int = 200  # linear learning-rate warm-up, in steps (paper: 5000)
