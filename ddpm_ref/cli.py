@@ -146,6 +146,8 @@ def _resume_config(args, ck, ckpt_path):
         if value is not None and value != getattr(old, key):
             raise CLIError(f"--{key.replace('_', '-')}: cannot change on --resume (the run "
                            f"was trained with {getattr(old, key)!r}); start a new --out instead")
+    if args.no_ema_warmup and old.ema_warmup:
+        raise CLIError("--no-ema-warmup: cannot change on --resume (the run warms its EMA up)")
     if args.T is not None and args.T != ck.sched.T:
         raise CLIError(f"--T: cannot change on --resume (the run has T = {ck.sched.T})")
     kind = ck.schedule_info.get("kind")
@@ -215,6 +217,7 @@ def cmd_train(args) -> int:
             try:
                 cfg = TrainConfig(steps=args.steps, batch=args.batch, lr=args.lr,
                                   warmup=args.warmup, ema_decay=args.ema_decay,
+                                  ema_warmup=not args.no_ema_warmup,
                                   objective=args.objective, mean_type=args.mean_type,
                                   variance=variance, decoder=spec.decoder,
                                   log_every=args.log_every, ckpt_every=args.ckpt_every,
@@ -389,6 +392,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--ema-decay", type=float, default=None,
                    help="EMA decay of the weights, reached after a warm-up (see above) "
                    + per_data("ema_decay"))
+    t.add_argument("--no-ema-warmup", action="store_true",
+                   help="a fixed EMA decay from the first step (as before the warm-up existed; "
+                   "the shipped mnist checkpoint was trained so)")
     t.add_argument("--T", type=int_at_least(1), default=None,
                    help="diffusion steps (default: 1000, the paper's; betas are scaled by "
                    "1000/T so that x_T stays close to N(0, I))")

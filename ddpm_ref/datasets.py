@@ -106,7 +106,7 @@ def _mnist(size: int) -> DatasetSpec:
     def make_net(out_mult=1):
         from ddpm_ref.nn.unet import UNet, reference_unet_config
 
-        # BENCHMARKS.md's reference U-Net (channels 32/64/64); at 14x14 two levels (14 -> 7)
+        # docs/benchmarks.md's reference U-Net (channels 32/64/64); at 14x14 two levels (14 -> 7)
         cfg = {**reference_unet_config(), "image_shape": (1, size, size), "out_mult": out_mult}
         if size == 14:
             cfg["ch_mult"] = (1, 2)

@@ -251,8 +251,8 @@ def test_train_applies_the_ema_warm_up():
     net = _net()
     cfg = _cfg(steps=1, ema_decay=0.999, log_every=1)
     init = net.init(np.random.default_rng(5))
-    from ddpm_ref.train import TrainState
     from ddpm_ref.optim import adam_init
+    from ddpm_ref.train import TrainState
 
     start = TrainState(dict(init), dict(init), adam_init(init), 0, np.random.default_rng(6))
     state, _ = train(net, SCHED, _data(), cfg, state=start)
