@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
 import numpy as np
@@ -29,11 +28,17 @@ from ddpm_ref._cli_args import (
     CLIError,
     FolderLock,
     Parser,
+    bound_bytes,
     check_memory,
     image_suffixes,
     int_at_least,
     output_file,
     positive_float,
+    read_history,
+    resume_config,
+    run_reporting_errors,
+    sample_bytes,
+    schedule_bytes,
     version_text,
     writable_dir,
 )
@@ -76,20 +81,6 @@ def _checkpoint_help() -> str:
     return (f"checkpoint file, or a shipped name ({', '.join(shipped_checkpoints()) or 'none'})")
 
 
-# Lower bounds of the memory a job needs, so that an absurd size is refused at once with the
-# number (a MemoryError deep in NumPy says neither which flag nor how much)
-def _sample_bytes(n, x_shape):  # x, eps, mean, sigma * z, the model output: float64 each
-    return 5 * 8 * n * int(np.prod(x_shape))
-
-
-def _bound_bytes(n, T, x_shape):  # the (n, T+1) float64 term tables, plus one x_t batch
-    return 8 * n * (3 * (T + 1) + 4 * int(np.prod(x_shape)))
-
-
-def _schedule_bytes(T):  # a dozen float64 arrays of length T+1
-    return 12 * 8 * (T + 1)
-
-
 # ---------------------------------------------------------------------------------------------
 # commands
 
@@ -98,10 +89,10 @@ def cmd_demo(args) -> int:
     from ddpm_ref.demo import DemoConfig, run_demo
 
     out = writable_dir(args.out)
-    check_memory("--T", f"T = {args.T}", _schedule_bytes(args.T))
-    check_memory("--n-samples", f"{args.n_samples} samples", _sample_bytes(args.n_samples, (2,)))
+    check_memory("--T", f"T = {args.T}", schedule_bytes(args.T))
+    check_memory("--n-samples", f"{args.n_samples} samples", sample_bytes(args.n_samples, (2,)))
     check_memory("--n-eval", f"the bound on {args.n_eval} points",
-                 _bound_bytes(args.n_eval, args.T, (2,)))
+                 bound_bytes(args.n_eval, args.T, (2,)))
     cfg = DemoConfig(dataset=args.dataset, T=args.T, steps=args.steps, n_eval=args.n_eval,
                      n_samples=args.n_samples, seed=args.seed)
     log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
@@ -118,66 +109,6 @@ def cmd_demo(args) -> int:
           f"{rep['mmd_floor']:.3g}, ratio {rep['mmd_ratio']:.2f})")
     print(f"wrote {out}/ in {rep['wall_s']:.0f} s ({rep['steps_per_s']:.0f} training steps/s)")
     return 0
-
-
-# train options a resumed run may change, and those it must keep (they define the model)
-_RESUME_MAY_CHANGE = ("lr", "log_every", "ckpt_every")
-_RESUME_KEEPS = ("batch", "warmup", "ema_decay", "objective", "mean_type", "variance", "seed")
-
-
-def _resume_config(args, ck, ckpt_path):
-    """The TrainConfig of ``--resume``: the checkpoint's, with --steps and the options above."""
-    from ddpm_ref.train import TrainConfig
-
-    if ck.dataset != args.dataset:
-        raise CLIError(f"--resume: {ckpt_path} was trained on {ck.dataset!r}, "
-                       f"not {args.dataset!r}")
-    if ck.rng is None or not ck.opt_state:
-        raise CLIError(f"--resume: {ckpt_path} holds no {'rng' if ck.rng is None else 'optimiser'}"
-                       f" state (a checkpoint saved for sampling, like the shipped ones), so "
-                       f"training cannot continue bit for bit; train a new run instead")
-    try:
-        old = TrainConfig.from_dict(ck.train_config)
-    except (ValueError, TypeError) as e:
-        raise CLIError(f"checkpoint: {ckpt_path} has an unusable train config: {e}") from None
-    changed = {}
-    for key in _RESUME_KEEPS:
-        value = getattr(args, key)
-        if value is not None and value != getattr(old, key):
-            raise CLIError(f"--{key.replace('_', '-')}: cannot change on --resume (the run "
-                           f"was trained with {getattr(old, key)!r}); start a new --out instead")
-    if args.no_ema_warmup and old.ema_warmup:
-        raise CLIError("--no-ema-warmup: cannot change on --resume (the run warms its EMA up)")
-    if args.T is not None and args.T != ck.sched.T:
-        raise CLIError(f"--T: cannot change on --resume (the run has T = {ck.sched.T})")
-    kind = ck.schedule_info.get("kind")
-    if args.schedule is not None and kind is not None and args.schedule != kind:
-        raise CLIError(f"--schedule: cannot change on --resume (the run has {kind!r})")
-    for key in _RESUME_MAY_CHANGE:
-        value = getattr(args, key)
-        if value is not None and value != getattr(old, key):
-            changed[key] = value
-    steps = old.steps if args.steps is None else args.steps
-    if steps <= ck.step:
-        raise CLIError(f"--steps: {ckpt_path} is at step {ck.step} already; give --steps "
-                       f"greater than {ck.step} to train more")
-    try:
-        return TrainConfig.from_dict({**ck.train_config, "steps": steps, **changed}), changed
-    except (ValueError, TypeError) as e:
-        raise CLIError(f"checkpoint: {ckpt_path} has an unusable train config: {e}") from None
-
-
-def _read_history(path, upto):
-    if not path.is_file():
-        return []
-    try:
-        old = json.loads(path.read_text())
-        if not isinstance(old, list) or not all(isinstance(r, dict) for r in old):
-            raise ValueError("not a list of records")
-    except (ValueError, OSError) as e:
-        raise CLIError(f"--resume: {path} is unreadable ({' '.join(str(e).split())[:60]}); "
-                       f"move it away to resume without the old log") from None
-    return [r for r in old if isinstance(r.get("step"), int) and r["step"] <= upto]
 
 
 def cmd_train(args) -> int:
@@ -198,10 +129,10 @@ def cmd_train(args) -> int:
                 raise CLIError(f"--resume: no checkpoint to resume in {out} "
                                f"({ckpt_path} does not exist)")
             ck = _load(ckpt_path)
-            cfg, changed = _resume_config(args, ck, ckpt_path)
+            cfg, changed = resume_config(args, ck, ckpt_path)
             net, sched, state = ck.net, ck.sched, state_from_checkpoint(ck)
             sched_info = {k: v for k, v in ck.schedule_info.items() if k != "T"}
-            history = _read_history(hist_path, ck.step)
+            history = read_history(hist_path, ck.step)
             if changed and not args.quiet:
                 print("resuming with " + ", ".join(f"{k} = {v:g}" for k, v in changed.items())
                       + " (the run's others kept)", file=sys.stderr)
@@ -209,7 +140,7 @@ def cmd_train(args) -> int:
             if ckpt_path.exists():
                 raise CLIError(f"--out: {ckpt_path} exists; pass --resume to continue it, or "
                                f"choose another --out")
-            check_memory("--T", f"T = {args.T}", _schedule_bytes(args.T))
+            check_memory("--T", f"T = {args.T}", schedule_bytes(args.T))
             check_memory("--batch", f"a batch of {args.batch}",
                          64 * 8 * args.batch * int(np.prod(spec.x_shape)))
             variance = args.variance or (
@@ -267,7 +198,7 @@ def cmd_sample(args) -> int:
     out = output_file("--out", args.out, (".npy", *image_suffixes()), ".npy")
     ck = _load(args.checkpoint)
     spec = _spec_of(ck)
-    check_memory("--n", f"{args.n} samples", _sample_bytes(args.n, spec.x_shape))
+    check_memory("--n", f"{args.n} samples", sample_bytes(args.n, spec.x_shape))
     npy = out.with_suffix(".npy")  # a picture comes with its raw samples (for `classifier`)
     remove_stale_temporaries(out.parent, names={out.name, npy.name}, min_age_s=600)
     sched = ck.sched
@@ -307,7 +238,7 @@ def cmd_evaluate(args) -> int:
     ck = _load(args.checkpoint)
     spec = _spec_of(ck)
     n = args.n or (1000 if not spec.image_size else 100)
-    check_memory("--n", f"the bound on {n} examples", _bound_bytes(n, ck.sched.T, spec.x_shape))
+    check_memory("--n", f"the bound on {n} examples", bound_bytes(n, ck.sched.T, spec.x_shape))
     x0 = spec.test_data(n, np.random.default_rng([args.seed, 2]))
     model_fn = make_model_fn(ck.net, ck.params if args.no_ema else ck.ema)
     with blas_threads_for(spec.x_shape):
@@ -474,56 +405,13 @@ def fill_train_defaults(args) -> None:
             setattr(args, key, value)
 
 
-def _one_line(e) -> str:
-    return " ".join(str(e).split())
-
-
-def _os_error(e: OSError) -> str:
-    where = f"{e.filename}: " if getattr(e, "filename", None) else ""
-    return f"cannot write or read {where}{e.strerror or _one_line(e)}"
-
-
-def _run(command: str, job, args=None) -> int:
-    """Run ``job()``; every expected failure becomes one line on stderr and an exit status."""
-    from ddpm_ref.train import NonFiniteLossError
-
-    def err(msg, status=2):
-        print(f"ddpm-ref {command}: error: {msg}", file=sys.stderr)
-        return status
-
-    try:
-        return int(job() or 0)
-    except SystemExit as e:  # argparse: --help (0) or a bad argument (2, already reported)
-        return e.code if isinstance(e.code, int) else 2
-    except CLIError as e:
-        return err(_one_line(e))
-    except NonFiniteLossError as e:
-        hint = ""
-        if args is not None and e.ckpt_step is not None:
-            hint = (f"; to continue from there with a smaller rate: ddpm-ref train --dataset "
-                    f"{args.dataset} --out {args.out} --resume --lr {args.lr or 1e-3:g}/10")
-        return err(f"{e}{hint}", 1)
-    except BrokenPipeError:  # e.g. `ddpm-ref evaluate ... | head`: the reader left; not an error
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())  # Python's own flush at exit must not fail again
-        return 141
-    except MemoryError:
-        return err("out of memory; try smaller sizes (--n, --batch, --T, --n-samples)")
-    except OSError as e:  # a full disk, a folder made read-only during the run, ...
-        return err(_os_error(e))
-    except ValueError as e:  # bad input found after parsing (the MNIST tools): one line
-        return err(_one_line(e))
-    except KeyboardInterrupt:
-        print(f"ddpm-ref {command}: interrupted", file=sys.stderr)
-        return 130
-
-
 def _main(argv) -> int:
     if argv and argv[0] in TOOLS:
         import importlib
 
         tool = importlib.import_module(TOOLS[argv[0]][0])
-        return _run(argv[0], lambda: tool.main(argv[1:], prog=f"ddpm-ref {argv[0]}"))
+        return run_reporting_errors(
+            argv[0], lambda: tool.main(argv[1:], prog=f"ddpm-ref {argv[0]}"))
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -542,7 +430,8 @@ def _main(argv) -> int:
         for name in ("steps", "T", "n_samples", "n_eval"):
             if getattr(args, name) is None:
                 setattr(args, name, getattr(defaults, name))
-    return _run(args.command, lambda: args.func(args), args if args.command == "train" else None)
+    return run_reporting_errors(args.command, lambda: args.func(args),
+                                args if args.command == "train" else None)
 
 
 def main(argv=None) -> int:

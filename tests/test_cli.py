@@ -90,8 +90,10 @@ def test_mnist_tools_run_through_ddpm_ref(capsys, tmp_path):
     assert code == 0 and "usage: ddpm-ref figures" in out
     assert "Figs. 5-8" in out and "--terms" in out
     code, out, err = _run(capsys, "mnist-eval", "--n", "0", "--out", tmp_path / "ev")
-    _assert_one_line_error(code, err, "mnist-eval", "n: expected an integer in 1..500, got 0")
-    assert not (tmp_path / "ev" / "summary.json").exists()
+    _assert_one_line_error(code, err, "mnist-eval", "--n: expected an integer >= 1, got '0'")
+    code, out, err = _run(capsys, "mnist-eval", "--n", "501", "--out", tmp_path / "ev")
+    _assert_one_line_error(code, err, "mnist-eval", "--n: expected at most 500")
+    assert not (tmp_path / "ev").exists()  # refused before anything is made
 
 
 def test_missing_and_corrupt_checkpoints(capsys, tmp_path):
