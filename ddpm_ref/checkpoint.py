@@ -61,9 +61,13 @@ def _resolve_architecture(name: str):
     return target
 
 
-@dataclass
+@dataclass(repr=False)
 class Checkpoint:
-    """Everything :func:`load_checkpoint` read back; ``net`` is rebuilt from its config."""
+    """Everything :func:`load_checkpoint` read back; ``net`` is rebuilt from its config.
+
+    ``print(ckpt)`` gives one line (architecture, parameter count, data, T and schedule, steps
+    trained, what is stored), not the weights.
+    """
 
     net: object
     params: dict
@@ -77,6 +81,35 @@ class Checkpoint:
     image_size: int = 0
     schedule_info: dict = field(default_factory=dict)
     path: str = ""
+
+    def model_options(self) -> dict:
+        """``{"mean_type": ..., "variance": ...}`` the model was trained for (its train config;
+        "eps" and "fixedlarge", the paper's, when it says nothing): pass as ``**`` to sample,
+        bound_report, ..."""
+        tc = self.train_config or {}
+        return {"mean_type": tc.get("mean_type", "eps"),
+                "variance": tc.get("variance", "fixedlarge")}
+
+    def __repr__(self) -> str:
+        n = sum(int(np.size(a)) for a in self.params.values())
+        kind = self.schedule_info.get("kind", "custom") if self.schedule_info else "custom"
+        opts = self.model_options()
+        stored = ", ".join(w for w, ok in (("EMA", bool(self.ema)), ("optimiser", bool(
+            self.opt_state)), ("rng", self.rng is not None)) if ok) or "params only"
+        data = self.dataset or "unknown data"
+        shape = "x".join(map(str, getattr(self.net, "x_shape", ())))
+        return (f"Checkpoint({type(self.net).__name__}, {n:,} parameters, {data} ({shape}), "
+                f"T = {self.sched.T} {kind} schedule, {self.step:,} training steps, "
+                f"mean_type {opts['mean_type']!r}, variance {opts['variance']!r}, "
+                f"stores {stored}{', ' + repr(self.path) if self.path else ''})")
+
+    def require_image_model(self, tool: str) -> None:
+        """ValueError unless this is an image model (``tool``: who asks, for the message)."""
+        if not self.image_size:
+            raise ValueError(
+                f"checkpoint: {self.path or 'this'} is a 2-D checkpoint ({self.dataset or 'points'}"
+                f", {type(self.net).__name__}); {tool} needs an image model (e.g. the shipped "
+                f"'mnist', or one trained with ddpm-ref train --dataset mnist)")
 
 
 def _jsonable(obj):
@@ -162,6 +195,9 @@ def shipped_checkpoints() -> list[str]:
 
 def _resolve_path(path_or_name) -> Path:
     p = Path(path_or_name)
+    if p.is_dir():
+        hint = (f"; it holds {p / 'checkpoint.npz'}" if (p / "checkpoint.npz").is_file() else "")
+        raise ValueError(f"checkpoint: {p} is a folder, not a checkpoint file{hint}")
     if p.is_file():
         return p
     if p.with_name(p.name + ".npz").is_file() and p.suffix != ".npz":
@@ -210,13 +246,18 @@ def load_checkpoint(path_or_name) -> Checkpoint:
         with open(path, "rb") as f, np.load(f, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}  # reads (and CRC-checks) every member
     except Exception as e:  # BadZipFile, EOFError, OSError, ValueError, zlib.error ...
+        why = (f"{type(e).__name__}: {e}" if "pickle" not in str(e)  # numpy's allow_pickle hint
+               else "not a zip archive of arrays")  # is no advice to follow for a checkpoint
         raise ValueError(
-            f"checkpoint: {path} is not a readable .npz file (corrupt or truncated?): "
-            f"{type(e).__name__}: {e}"
+            f"checkpoint: {path} is not a readable .npz file (corrupt or truncated?): {why}"
         ) from None
-    if "format" not in arrays or str(arrays["format"]) != FORMAT:
+    if "format" not in arrays or arrays["format"].shape != () or str(arrays["format"]) != FORMAT:
         raise ValueError(f"checkpoint: {path} is not a ddpm_ref checkpoint (no format={FORMAT!r})")
-    version = int(arrays["format_version"]) if "format_version" in arrays else None
+    v = arrays.get("format_version")
+    if v is None or v.shape != () or not np.issubdtype(v.dtype, np.integer):
+        raise ValueError(f"checkpoint: {path}: format_version: expected the integer "
+                         f"{FORMAT_VERSION}, got {'nothing' if v is None else repr(v.tolist())}")
+    version = int(v)
     if version != FORMAT_VERSION:
         raise ValueError(
             f"checkpoint: {path} has format version {version}; this ddpm_ref reads version "
@@ -225,7 +266,12 @@ def load_checkpoint(path_or_name) -> Checkpoint:
     try:
         arch = str(arrays["arch"])
         cls = _resolve_architecture(arch)
-        net = cls(**_tuples(json.loads(str(arrays["net_config"]))))
+        net_config = _json_dict(path, "net_config", arrays["net_config"])
+        try:
+            net = cls(**_tuples(net_config))
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"checkpoint: {path}: net_config does not build a {arch}: "
+                             f"{' '.join(str(e).split())}") from None
         sched = Schedule(arrays["schedule/beta"], timesteps=arrays["schedule/timesteps"])
         rng_state = json.loads(str(arrays["rng_state"]))
         ckpt = Checkpoint(
@@ -235,11 +281,11 @@ def load_checkpoint(path_or_name) -> Checkpoint:
             opt_state={k[4:]: v for k, v in arrays.items() if k.startswith("opt/")},
             step=int(arrays["step"]),
             sched=sched,
-            train_config=json.loads(str(arrays["train_config"])),
+            train_config=_json_dict(path, "train_config", arrays["train_config"]),
             rng=None if rng_state is None else rng_from_state(rng_state),
             dataset=str(arrays["dataset"]),
             image_size=int(arrays["image_size"]),
-            schedule_info=json.loads(str(arrays["schedule"])),
+            schedule_info=_json_dict(path, "schedule", arrays["schedule"]),
             path=str(path),
         )
     except KeyError as e:
@@ -253,4 +299,37 @@ def load_checkpoint(path_or_name) -> Checkpoint:
             raise ValueError(
                 f"checkpoint: {path}: {name} do not match the {arch} in its config: {e}"
             ) from None
+        bad = [k for k, a in d.items() if np.issubdtype(a.dtype, np.floating)
+               and not np.all(np.isfinite(a))]
+        if bad:
+            raise ValueError(f"checkpoint: {path}: {name} hold NaN or inf values (in "
+                             f"{', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''})")
+    _check_data_matches_net(ckpt)
     return ckpt
+
+
+def _json_dict(path, name, arr) -> dict:
+    """Entry ``name`` decoded as a JSON object (dict); ValueError naming the file otherwise."""
+    try:
+        d = json.loads(str(arr))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"checkpoint: {path}: {name} is not valid JSON: {e}") from None
+    if not isinstance(d, dict):
+        raise ValueError(f"checkpoint: {path}: {name}: expected a JSON object, got "
+                         f"{type(d).__name__} {json.dumps(d)[:40]}")
+    return d
+
+
+def _check_data_matches_net(ck) -> None:
+    """The data the checkpoint names must have the shape its network takes."""
+    shape = tuple(getattr(ck.net, "x_shape", ()))
+    if ck.image_size < 0 or (ck.image_size > 0 and shape[-2:] != (ck.image_size,) * 2) or (
+            ck.image_size == 0 and len(shape) != 1):
+        raise ValueError(f"checkpoint: {ck.path}: image_size {ck.image_size} does not fit its "
+                         f"{type(ck.net).__name__} of input shape {shape}")
+    from ddpm_ref.datasets import DATASETS  # local: datasets imports the training code
+
+    spec = DATASETS.get(ck.dataset)
+    if spec is not None and tuple(spec.x_shape) != shape:
+        raise ValueError(f"checkpoint: {ck.path}: trained on {ck.dataset!r} (shape "
+                         f"{tuple(spec.x_shape)}) but its {type(ck.net).__name__} takes {shape}")

@@ -16,7 +16,11 @@ Besides the classifier: :func:`frechet_distance` (the formula of FID, Heusel et 
 
 from __future__ import annotations
 
+import hashlib
+import os
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -26,7 +30,7 @@ from ddpm_ref.optim import adam_init, adam_update
 
 __all__ = ["DigitClassifier", "train_classifier", "softmax_cross_entropy", "frechet_distance",
            "sample_quality", "main",
-           "nearest_neighbour_distance", "default_classifier"]
+           "nearest_neighbour_distance", "default_classifier", "cache_dir"]
 
 N_CLASSES = 10
 
@@ -160,17 +164,60 @@ def train_classifier(x, labels, rng, hidden=128, epochs=20, batch=128, lr=2e-3,
 
 
 _DEFAULT = {}
+_CACHE_VERSION = 1  # bump when train_classifier's recipe changes: old cache files are not read
 
 
-def default_classifier(size=28, seed=0) -> DigitClassifier:
-    """The classifier every report uses: trained on the bundled training digits (cached)."""
+def cache_dir() -> Path:
+    """Where :func:`default_classifier` keeps its trained weights between runs.
+
+    ``$DDPM_REF_CACHE`` if set, else ``$XDG_CACHE_HOME/ddpm_ref`` (default ``~/.cache/ddpm_ref``):
+    a user cache folder, not the package's, which may be read-only once installed.
+    """
+    if os.environ.get("DDPM_REF_CACHE"):
+        return Path(os.environ["DDPM_REF_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "ddpm_ref"
+
+
+def default_classifier(size=28, seed=0, log=None) -> DigitClassifier:
+    """The classifier every report uses: trained on the bundled training digits.
+
+    Trained once (about a minute on two cores) and then read back from :func:`cache_dir`: the
+    file name carries a hash of the training digits, the recipe and the seed, so a change of
+    any of them trains afresh. Kept in memory too. ``log``: called with a message before
+    training (default: print to stderr).
+    """
     key = (size, seed)
-    if key not in _DEFAULT:
-        from ddpm_ref.data.mnist import load_digits
+    if key in _DEFAULT:
+        return _DEFAULT[key]
+    from ddpm_ref.data.mnist import load_digits
 
-        images, labels = load_digits("train", size)
-        _DEFAULT[key] = train_classifier(images, labels, np.random.default_rng(seed))
-    return _DEFAULT[key]
+    images, labels = load_digits("train", size)
+    h = hashlib.sha256(images.tobytes() + labels.astype(np.int64).tobytes())
+    h.update(f"v{_CACHE_VERSION} seed {seed} float32 numpy {np.__version__}".encode())
+    path = cache_dir() / f"digit_classifier_{size}_{h.hexdigest()[:16]}.npz"
+    clf = None
+    if path.is_file():
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                params = {k: z[k] for k in ("w1", "b1", "w2", "b2")}
+            clf = DigitClassifier(params, image_size=size)
+        except Exception:  # unreadable cache file: train again and replace it
+            clf = None
+    if clf is None:
+        (log or (lambda m: print(m, file=sys.stderr)))(
+            f"training the digit classifier on {len(images)} digits (about a minute, once; "
+            f"cached in {path.parent})")
+        clf = train_classifier(images, labels, np.random.default_rng(seed))
+        try:
+            from ddpm_ref._io import atomic_write
+
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(path, lambda f: np.savez(f, **clf.params))
+        except OSError:  # no writable cache: it is only a cache
+            pass
+    _DEFAULT[key] = clf
+    return clf
 
 
 def frechet_distance(feat_a, feat_b) -> float:
@@ -278,18 +325,28 @@ def sample_quality(images, seed=0) -> dict:
 
 def main(argv=None, prog="python -m ddpm_ref.classifier") -> int:
     """``ddpm-ref classifier SAMPLES.npy``: sample-quality numbers as JSON."""
-    import argparse
     import json
 
-    p = argparse.ArgumentParser(prog=prog, description=(
+    from ddpm_ref._cli_args import Parser, int_at_least
+
+    p = Parser(prog=prog, description=(
         "Judge generated digits (uint8 (N, H, W) .npy, as `ddpm-ref sample --out FILE.npy` "
         "writes) with the digit classifier: confidence, class balance, Fréchet distance, "
         "nearest training digits."))
-    p.add_argument("samples", help="a .npy file of uint8 images (N, H, W)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("samples", help="a .npy file of uint8 images (N, H, W), as `ddpm-ref sample "
+                   "--out FILE.npy` (or FILE.png, which writes FILE.npy too) writes")
+    p.add_argument("--seed", type=int_at_least(0), default=0,
+                   help="seed of the classifier's training (default: %(default)s)")
     args = p.parse_args(argv)
-    print(json.dumps(sample_quality(np.load(args.samples, allow_pickle=False), args.seed),
-                     indent=2))
+    path = Path(args.samples)
+    if not path.is_file():
+        raise ValueError(f"SAMPLES: no such file: {path}")
+    try:
+        images = np.load(path, allow_pickle=False)
+    except Exception as e:
+        why = "pickled data" if "pickle" in str(e) else type(e).__name__
+        raise ValueError(f"SAMPLES: {path} is not a readable .npy file ({why})") from None
+    print(json.dumps(sample_quality(images, args.seed), indent=2))
     return 0
 
 

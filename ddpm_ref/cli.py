@@ -8,8 +8,12 @@ Paper: Ho, Jain, Abbeel (2020): ``train`` runs Algorithm 1, ``sample`` Algorithm
 bound of Eq. (5) summed over all T terms; ``demo`` does all three on 2-D data in about a minute.
 
 Bad arguments (unknown data set, T < 1, a missing or corrupt checkpoint, an unwritable output
-folder, ...) print ONE line on stderr and exit with status 2, without a traceback. Every output
-file is written to a temporary name and renamed, so nothing already written is lost half-way.
+folder, sizes that cannot fit in memory, ...) print ONE line on stderr and exit with status 2,
+without a traceback, and are found before any computation starts. Every output file is written to
+a temporary name and renamed (Ctrl-C waits until the file is complete), so nothing already written
+is lost half-way; a full disk is one line too. Ctrl-C in ``train`` saves the last completed step
+and prints the command that continues it. Exit status: 0 ok, 1 training diverged, 2 bad input or
+a failed write, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -17,11 +21,29 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 import numpy as np
 
-from ddpm_ref._cli_args import CLIError, Parser, int_at_least, positive_float, writable_dir
+from ddpm_ref._cli_args import (
+    CLIError,
+    FolderLock,
+    Parser,
+    bound_bytes,
+    check_memory,
+    image_suffixes,
+    int_at_least,
+    output_file,
+    positive_float,
+    read_history,
+    resume_config,
+    run_reporting_errors,
+    sample_bytes,
+    schedule_bytes,
+    version_text,
+    writable_dir,
+)
+from ddpm_ref._threads import blas_threads_for
+from ddpm_ref.checkpoint import shipped_checkpoints
 from ddpm_ref.datasets import DATASETS, TRAIN_DEFAULTS
 
 __all__ = ["main", "build_parser"]
@@ -55,6 +77,10 @@ def _spec_of(ckpt):
     return DATASETS[ckpt.dataset]
 
 
+def _checkpoint_help() -> str:
+    return (f"checkpoint file, or a shipped name ({', '.join(shipped_checkpoints()) or 'none'})")
+
+
 # ---------------------------------------------------------------------------------------------
 # commands
 
@@ -63,10 +89,15 @@ def cmd_demo(args) -> int:
     from ddpm_ref.demo import DemoConfig, run_demo
 
     out = writable_dir(args.out)
+    check_memory("--T", f"T = {args.T}", schedule_bytes(args.T))
+    check_memory("--n-samples", f"{args.n_samples} samples", sample_bytes(args.n_samples, (2,)))
+    check_memory("--n-eval", f"the bound on {args.n_eval} points",
+                 bound_bytes(args.n_eval, args.T, (2,)))
     cfg = DemoConfig(dataset=args.dataset, T=args.T, steps=args.steps, n_eval=args.n_eval,
                      n_samples=args.n_samples, seed=args.seed)
     log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
-    rep = run_demo(out, cfg, progress=not args.quiet, log=log)
+    with blas_threads_for((2,)):
+        rep = run_demo(out, cfg, progress=not args.quiet, log=log)
     b = rep["bound"]
     print(f"bound (Eq. 5): {b['total']:.4f} nats/point "
           f"(L_T {b['L_T']:.2e}, sum L_t-1 {b['L_sum']:.4f}, L_0 {b['L_0']:.4f})")
@@ -81,100 +112,122 @@ def cmd_demo(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from ddpm_ref._io import write_json
+    from ddpm_ref._io import remove_stale_temporaries, write_json
     from ddpm_ref.demo import scaled_schedule
     from ddpm_ref.plotting import plot_training_curve
-    from ddpm_ref.train import TrainConfig, state_from_checkpoint, train
+    from ddpm_ref.train import TrainConfig, TrainingInterrupted, state_from_checkpoint, train
 
     spec = DATASETS[args.dataset]
     out = writable_dir(args.out)
-    ckpt_path = out / "checkpoint.npz"
-    history = []
-    if args.resume:  # the checkpoint's own settings, with the new --steps
-        ck = _load(ckpt_path)
-        if ck.dataset != args.dataset:
-            raise CLIError(f"--resume: {ckpt_path} was trained on {ck.dataset!r}, "
-                           f"not {args.dataset!r}")
+    with FolderLock(out), blas_threads_for(spec.x_shape):
+        remove_stale_temporaries(out)  # left by a killed run; we hold the folder's lock
+        ckpt_path = out / "checkpoint.npz"
+        hist_path = out / "history.json"
+        history = []
+        if args.resume:  # the checkpoint's own settings, with the new --steps (and --lr ...)
+            if not ckpt_path.exists():
+                raise CLIError(f"--resume: no checkpoint to resume in {out} "
+                               f"({ckpt_path} does not exist)")
+            ck = _load(ckpt_path)
+            cfg, changed = resume_config(args, ck, ckpt_path)
+            net, sched, state = ck.net, ck.sched, state_from_checkpoint(ck)
+            sched_info = {k: v for k, v in ck.schedule_info.items() if k != "T"}
+            history = read_history(hist_path, ck.step)
+            if changed and not args.quiet:
+                print("resuming with " + ", ".join(f"{k} = {v:g}" for k, v in changed.items())
+                      + " (the run's others kept)", file=sys.stderr)
+        else:
+            if ckpt_path.exists():
+                raise CLIError(f"--out: {ckpt_path} exists; pass --resume to continue it, or "
+                               f"choose another --out")
+            check_memory("--T", f"T = {args.T}", schedule_bytes(args.T))
+            check_memory("--batch", f"a batch of {args.batch}",
+                         64 * 8 * args.batch * int(np.prod(spec.x_shape)))
+            variance = args.variance or (
+                "learned_range" if args.objective == "hybrid" else "fixedlarge")
+            try:
+                cfg = TrainConfig(steps=args.steps, batch=args.batch, lr=args.lr,
+                                  warmup=args.warmup, ema_decay=args.ema_decay,
+                                  ema_warmup=not args.no_ema_warmup,
+                                  objective=args.objective, mean_type=args.mean_type,
+                                  variance=variance, decoder=spec.decoder,
+                                  log_every=args.log_every, ckpt_every=args.ckpt_every,
+                                  seed=args.seed)
+                sched, sched_info = scaled_schedule(args.schedule, args.T)
+            except ValueError as e:
+                raise CLIError(str(e)) from None
+            net = spec.make_net(2 if variance == "learned_range" else 1)
+            state = None
+        rng = np.random.default_rng(cfg.seed)
+        data = spec.train_data(np.random.default_rng([cfg.seed, 1]))
+        if not args.quiet:
+            print(f"training {type(net).__name__} ({net.n_params()} parameters) on "
+                  f"{args.dataset} ({len(data)} examples), T = {sched.T}, {cfg.objective} "
+                  f"objective", file=sys.stderr)
+        meta = dict(dataset=args.dataset, image_size=spec.image_size,
+                    schedule_info=sched_info)
+
+        def log(record):  # history.json after every record: a killed run keeps its log
+            history.append(record)
+            write_json(hist_path, history)
+
         try:
-            steps = ck.train_config.get("steps") if args.steps is None else args.steps
-            cfg = TrainConfig.from_dict({**ck.train_config, "steps": steps})
-        except (ValueError, TypeError) as e:
-            raise CLIError(f"checkpoint: {ckpt_path} has an unusable train config: {e}") from None
-        net, sched, state = ck.net, ck.sched, state_from_checkpoint(ck)
-        sched_info = {k: v for k, v in ck.schedule_info.items() if k != "T"}
-        if (out / "history.json").is_file():
-            old = json.loads((out / "history.json").read_text())
-            history = [r for r in old if r.get("step", 0) <= ck.step]
-    else:
-        if ckpt_path.exists():
-            raise CLIError(f"--out: {ckpt_path} exists; pass --resume to continue it, or "
-                           f"choose another --out")
-        variance = args.variance or (
-            "learned_range" if args.objective == "hybrid" else "fixedlarge")
-        try:
-            cfg = TrainConfig(steps=args.steps, batch=args.batch, lr=args.lr,
-                              warmup=args.warmup, ema_decay=args.ema_decay,
-                              objective=args.objective, mean_type=args.mean_type,
-                              variance=variance, decoder=spec.decoder,
-                              log_every=args.log_every, ckpt_every=args.ckpt_every,
-                              seed=args.seed)
-            sched, sched_info = scaled_schedule(args.schedule, args.T)
-        except ValueError as e:
-            raise CLIError(str(e)) from None
-        net = spec.make_net(2 if variance == "learned_range" else 1)
-        state = None
-    rng = np.random.default_rng(cfg.seed)
-    data = spec.train_data(np.random.default_rng([cfg.seed, 1]))
-    if not args.quiet:
-        print(f"training {type(net).__name__} ({net.n_params()} parameters) on {args.dataset} "
-              f"({len(data)} examples), T = {sched.T}, {cfg.objective} objective", file=sys.stderr)
-    meta = dict(dataset=args.dataset, image_size=spec.image_size,
-                schedule_info=sched_info)
-    state, new = train(net, sched, data, cfg, rng=rng, state=state, ckpt_path=ckpt_path,
-                       ckpt_meta=meta, progress=not args.quiet)
-    history += new
-    write_json(out / "history.json", history)
-    if history:
-        plot_training_curve(history, out / "training.png")
+            state, _ = train(net, sched, data, cfg, rng=rng, state=state, ckpt_path=ckpt_path,
+                             ckpt_meta=meta, progress=not args.quiet, callback=log)
+        except TrainingInterrupted as e:
+            write_json(hist_path, history)
+            again = f"ddpm-ref train --dataset {args.dataset} --out {out} --resume"
+            if e.saved is None:
+                print(f"ddpm-ref train: interrupted at step {e.state.step}; nothing saved",
+                      file=sys.stderr)
+            else:
+                print(f"ddpm-ref train: interrupted at step {e.state.step}; saved {e.saved}; "
+                      f"continue with: {again}", file=sys.stderr)
+            return 130
+        if history:
+            plot_training_curve(history, out / "training.png")
     print(f"wrote {ckpt_path} (step {state.step})")
     return 0
 
 
 def cmd_sample(args) -> int:
-    from ddpm_ref._io import save_npy
+    from ddpm_ref._io import remove_stale_temporaries, save_npy
     from ddpm_ref.sampling import sample
     from ddpm_ref.train import make_model_fn
 
+    out = output_file("--out", args.out, (".npy", *image_suffixes()), ".npy")
     ck = _load(args.checkpoint)
     spec = _spec_of(ck)
-    out = Path(args.out)
-    if out.suffix not in (".npy", ".png"):
-        out = out.with_name(out.name + ".npy")
-    writable_dir(out.parent, "--out")
+    check_memory("--n", f"{args.n} samples", sample_bytes(args.n, spec.x_shape))
+    npy = out.with_suffix(".npy")  # a picture comes with its raw samples (for `classifier`)
+    remove_stale_temporaries(out.parent, names={out.name, npy.name}, min_age_s=600)
     sched = ck.sched
     if args.steps is not None:
         if args.steps > sched.T:
             raise CLIError(f"--steps: expected at most T = {sched.T} steps, got {args.steps}")
         sched = sched.respace(args.steps)
-    tc = ck.train_config
     model_fn = make_model_fn(ck.net, ck.params if args.no_ema else ck.ema)
-    x = sample(sched, model_fn, (args.n, *spec.x_shape), np.random.default_rng(args.seed),
-               mean_type=tc.get("mean_type", "eps"), variance=tc.get("variance", "fixedlarge"),
-               clip_x0=spec.image_size > 0, progress=not args.quiet)
+    with blas_threads_for(spec.x_shape):
+        x = sample(sched, model_fn, (args.n, *spec.x_shape), np.random.default_rng(args.seed),
+                   **ck.model_options(), clip_x0=spec.image_size > 0, progress=not args.quiet)
     if spec.image_size:
         from ddpm_ref.data.mnist import from_model
 
         x = from_model(x)  # uint8 (N, H, W)
-    if out.suffix == ".png":
+    save_npy(npy, x)
+    wrote = [npy]
+    if out.suffix.lower() != ".npy":
         from ddpm_ref import plotting
+        from ddpm_ref._io import atomic_write
 
         if spec.image_size:
-            plotting.plot_image_grid(x, out, nrow=int(np.ceil(np.sqrt(args.n))))
+            fig = plotting.plot_image_grid(x, None, nrow=int(np.ceil(np.sqrt(args.n))))
         else:
-            plotting.plot_samples(spec.test_data(args.n, np.random.default_rng(0)), x, out)
-    else:
-        save_npy(out, x)
-    print(f"wrote {out} ({args.n} samples, {sched.T} steps)")
+            fig = plotting.plot_samples(spec.test_data(args.n, np.random.default_rng(0)), x)
+        fmt = out.suffix[1:].lower()  # matplotlib's format name for the suffix
+        atomic_write(out, lambda f: fig.savefig(f, format=fmt, dpi=100))
+        wrote.insert(0, out)
+    print(f"wrote {' and '.join(map(str, wrote))} ({args.n} samples, {sched.T} steps)")
     return 0
 
 
@@ -184,14 +237,14 @@ def cmd_evaluate(args) -> int:
 
     ck = _load(args.checkpoint)
     spec = _spec_of(ck)
-    tc = ck.train_config
     n = args.n or (1000 if not spec.image_size else 100)
+    check_memory("--n", f"the bound on {n} examples", bound_bytes(n, ck.sched.T, spec.x_shape))
     x0 = spec.test_data(n, np.random.default_rng([args.seed, 2]))
     model_fn = make_model_fn(ck.net, ck.params if args.no_ema else ck.ema)
-    rep = bound_report(ck.sched, model_fn, x0, np.random.default_rng(args.seed),
-                       variance=tc.get("variance", "fixedlarge"), decoder=spec.decoder,
-                       mean_type=tc.get("mean_type", "eps"), progress=not args.quiet,
-                       clip_x0=spec.image_size > 0)  # images: x0_hat clipped, as Ho et al.
+    with blas_threads_for(spec.x_shape):
+        rep = bound_report(ck.sched, model_fn, x0, np.random.default_rng(args.seed),
+                           decoder=spec.decoder, **ck.model_options(), progress=not args.quiet,
+                           clip_x0=spec.image_size > 0)  # images: x0_hat clipped, as Ho et al.
     per_t = {k: rep.pop(k) for k in ("per_t_L", "per_t_eps_mse")}
     rep = {"checkpoint": ck.path, "dataset": ck.dataset, "step": ck.step, "n": len(x0),
            "T": ck.sched.T, "units": "nats per example", **rep}
@@ -211,8 +264,14 @@ def build_parser() -> argparse.ArgumentParser:
         "Start with `ddpm-ref demo`: it trains a small model on 2-D data in about a minute and "
         "writes pictures and numbers to runs/demo/."),
         epilog="MNIST tools (each takes its own --help): " + "; ".join(
-            f"{name}: {text}" for name, (_, text) in TOOLS.items()) + ".")
+            f"{name}: {text}" for name, (_, text) in TOOLS.items()) + ". Shipped checkpoints: "
+        + (", ".join(shipped_checkpoints()) or "none") + ".")
+    p.add_argument("--version", action="version", version=version_text())
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    from ddpm_ref.demo import DemoConfig
+    from ddpm_ref.train import TrainConfig
+
+    demo_defaults = DemoConfig()
 
     d = sub.add_parser("demo", help="train, sample and evaluate on 2-D data (about a minute)",
                        description="Train an MLP on a 2-D data set (default gmm, a Gaussian "
@@ -222,20 +281,28 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="runs/demo", help="output folder (default: %(default)s)")
     d.add_argument("--dataset", choices=TOY, default="gmm", help="2-D data set (default: gmm)")
     d.add_argument("--steps", type=int_at_least(1), default=None,
-                   help="training steps (default: the demo's)")
+                   help=f"training steps (default: {demo_defaults.steps}; the other training "
+                   f"settings are train's 2-D defaults: batch {demo_defaults.batch}, lr "
+                   f"{demo_defaults.lr:g}, warm-up {demo_defaults.warmup}, EMA decay "
+                   f"{demo_defaults.ema_decay:g} with warm-up)")
     d.add_argument("--T", type=int_at_least(1), default=None,
-                   help="diffusion steps (default: 1000)")
+                   help=f"diffusion steps (default: {demo_defaults.T})")
     d.add_argument("--n-samples", type=int_at_least(2), default=None,
-                   help="samples to draw (default: 2000)")
+                   help=f"samples to draw (default: {demo_defaults.n_samples})")
     d.add_argument("--n-eval", type=int_at_least(1), default=None,
-                   help="held-out points for the bound (default: 1000)")
+                   help=f"held-out points for the bound (default: {demo_defaults.n_eval})")
     d.add_argument("--seed", type=int_at_least(0), default=0, help="random seed (default: 0)")
-    d.add_argument("--quiet", action="store_true", help="no progress bars")
+    d.add_argument("--quiet", action="store_true", help="no progress bars or messages")
     d.set_defaults(func=cmd_demo)
 
     t = sub.add_parser("train", help="train a model with Algorithm 1",
                        description="Train an eps-network with Algorithm 1 and write "
-                       "checkpoint.npz, history.json and training.png to --out.")
+                       "checkpoint.npz, history.json (after every log record) and training.png "
+                       "to --out. Ctrl-C saves the last completed step; --resume continues it "
+                       "bit for bit. The EMA of the weights (what sample and evaluate use) warms "
+                       "up its decay as TensorFlow's ExponentialMovingAverage does, "
+                       "min(decay, (1 + s) / (10 + s)) after s updates, so it is right at any "
+                       "run length.")
     t.add_argument("--dataset", choices=list(DATASETS), required=True,
                    help="2-D point sets (gmm, moons, ...) train an MLP; mnist (28x28 digits) "
                    "and mnist14 (14x14) a U-Net")
@@ -254,56 +321,75 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--warmup", type=int_at_least(0), default=None,
                    help="warm-up steps " + per_data("warmup"))
     t.add_argument("--ema-decay", type=float, default=None,
-                   help="EMA decay of the weights " + per_data("ema_decay"))
-    t.add_argument("--T", type=int_at_least(1), default=1000,
+                   help="EMA decay of the weights, reached after a warm-up (see above) "
+                   + per_data("ema_decay"))
+    t.add_argument("--no-ema-warmup", action="store_true",
+                   help="a fixed EMA decay from the first step (as before the warm-up existed; "
+                   "the shipped mnist checkpoint was trained so)")
+    t.add_argument("--T", type=int_at_least(1), default=None,
                    help="diffusion steps (default: 1000, the paper's; betas are scaled by "
                    "1000/T so that x_T stays close to N(0, I))")
     t.add_argument("--schedule", choices=["linear", "cosine", "quadratic", "sigmoid"],
-                   default="linear", help="beta schedule (default: linear, the paper's)")
-    t.add_argument("--objective", choices=["simple", "vlb", "hybrid"], default="simple",
-                   help="simple: L_simple (Eq. 14, the paper's); vlb: the true bound (Eq. 5); "
+                   default=None, help="beta schedule (default: linear, the paper's)")
+    t.add_argument("--objective", choices=["simple", "vlb", "hybrid"], default=None,
+                   help="simple (the default): L_simple (Eq. 14, the paper's); vlb: the true "
+                   "bound (Eq. 5); "
                    "hybrid: L_simple + 0.001 L_vlb with learned variances (Nichol & Dhariwal)")
-    t.add_argument("--mean-type", choices=["eps", "x0", "mu"], default="eps",
+    t.add_argument("--mean-type", choices=["eps", "x0", "mu"], default=None,
                    help="what the network predicts (default: eps, Eq. 11)")
     t.add_argument("--variance", choices=["fixedlarge", "fixedsmall", "learned_range"],
                    default=None, help="reverse variance: fixedlarge (beta_t), fixedsmall "
                    "(beta_tilde_t), learned_range (hybrid only; its default)")
-    t.add_argument("--log-every", type=int_at_least(1), default=100, help="steps per log record")
+    t.add_argument("--log-every", type=int_at_least(1), default=None,
+                   help="steps per log record (default: %s)" % TrainConfig.log_every)
     t.add_argument("--ckpt-every", type=int_at_least(0), default=None,
                    help="steps between checkpoints, 0: only at the end " + per_data("ckpt_every"))
     t.add_argument("--resume", action="store_true",
                    help="continue OUT/checkpoint.npz up to --steps (default: its own) with its "
-                   "own settings "
-                   "(bit for bit as if never interrupted)")
-    t.add_argument("--seed", type=int_at_least(0), default=0, help="random seed")
-    t.add_argument("--quiet", action="store_true", help="no progress bar")
+                   "own settings (bit for bit as if never interrupted); --lr, --log-every and "
+                   "--ckpt-every may be changed, the others must match")
+    t.add_argument("--seed", type=int_at_least(0), default=None,
+                   help="random seed (default: %s)" % TrainConfig.seed)
+    t.add_argument("--quiet", action="store_true", help="no progress bar or messages")
     t.set_defaults(func=cmd_train)
 
     s = sub.add_parser("sample", help="draw samples with Algorithm 2",
                        description="Sample a trained model. FILE.npy gets the raw samples "
-                       "(uint8 (N, H, W) images, or float (N, 2) points); FILE.png a picture.")
-    s.add_argument("--checkpoint", required=True, help="checkpoint file, or a shipped name")
-    s.add_argument("--n", type=int_at_least(1), default=64, help="number of samples")
-    s.add_argument("--out", required=True, help="output FILE.npy or FILE.png")
+                       "(uint8 (N, H, W) images, or float (N, 2) points); a picture (FILE.png, "
+                       ".pdf, .svg, .jpg, ...: the formats matplotlib writes) comes with "
+                       "FILE.npy beside it, for `ddpm-ref classifier FILE.npy`.")
+    s.add_argument("--checkpoint", required=True, help=_checkpoint_help())
+    s.add_argument("--n", type=int_at_least(1), default=64,
+                   help="number of samples (default: %(default)s)")
+    s.add_argument("--out", required=True,
+                   help="output FILE.npy, or a picture FILE.png (.pdf, .svg, .jpg, ...) plus "
+                   "FILE.npy; no suffix: FILE.npy")
     s.add_argument("--steps", type=int_at_least(1), default=None,
                    help="sampling steps (default: all T; fewer uses a respaced schedule)")
     s.add_argument("--no-ema", action="store_true", help="use the raw weights, not the EMA")
-    s.add_argument("--seed", type=int_at_least(0), default=0, help="random seed")
+    s.add_argument("--seed", type=int_at_least(0), default=0,
+                   help="random seed (default: %(default)s)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_sample)
 
     e = sub.add_parser("evaluate", help="print the variational bound (Eq. 5) as JSON",
                        description="Sum all T terms of the bound on held-out data and print "
                        "L_T, sum L_t-1, L_0, total (nats per example; bits/dim for images).")
-    e.add_argument("--checkpoint", required=True, help="checkpoint file, or a shipped name")
+    e.add_argument("--checkpoint", required=True, help=_checkpoint_help())
     e.add_argument("--n", type=int_at_least(1), default=None,
                    help="held-out examples (default: 1000 points or 100 images)")
     e.add_argument("--per-t", action="store_true", help="include the per-t arrays")
     e.add_argument("--no-ema", action="store_true", help="use the raw weights, not the EMA")
-    e.add_argument("--seed", type=int_at_least(0), default=0, help="random seed")
+    e.add_argument("--seed", type=int_at_least(0), default=0,
+                   help="random seed (default: %(default)s)")
     e.add_argument("--quiet", action="store_true", help="no progress bar")
     e.set_defaults(func=cmd_evaluate)
     return p
+
+
+# train options whose default does not depend on the data set (None in the parser so that
+# --resume can tell "given" from "not given")
+NON_DATA_DEFAULTS = dict(T=1000, schedule="linear", objective="simple", mean_type="eps")
 
 
 def fill_train_defaults(args) -> None:
@@ -312,39 +398,24 @@ def fill_train_defaults(args) -> None:
         args.out = f"runs/{args.dataset}"
     if args.resume:  # the checkpoint's own settings (and its --steps unless given)
         return
-    defaults = {**TRAIN_DEFAULTS, **DATASETS[args.dataset].train_defaults}
+    defaults = {**TRAIN_DEFAULTS, **DATASETS[args.dataset].train_defaults,
+                **NON_DATA_DEFAULTS}
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
 
 
-def _is_2d_job(args) -> bool:
-    """demo, or train on a 2-D data set: small matrices, one BLAS thread (see ddpm_ref/_threads)."""
-    if args.command == "demo":
-        return True
-    if args.command == "train" and args.dataset in DATASETS:
-        return DATASETS[args.dataset].image_size == 0
-    return False
-
-
-def main(argv=None) -> int:
-    """Run the command line; returns the exit status (0 ok, 1 training diverged, 2 bad input)."""
-    argv = sys.argv[1:] if argv is None else list(argv)
+def _main(argv) -> int:
     if argv and argv[0] in TOOLS:
         import importlib
 
         tool = importlib.import_module(TOOLS[argv[0]][0])
-        try:
-            return int(tool.main(argv[1:], prog=f"ddpm-ref {argv[0]}") or 0)
-        except SystemExit as e:  # argparse: --help (0) or a bad argument (2, already reported)
-            return e.code if isinstance(e.code, int) else 2
-        except (ValueError, OSError) as e:  # bad input found after parsing: one line
-            print(f"ddpm-ref {argv[0]}: error: {' '.join(str(e).split())}", file=sys.stderr)
-            return 2
+        return run_reporting_errors(
+            argv[0], lambda: tool.main(argv[1:], prog=f"ddpm-ref {argv[0]}"))
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-    except SystemExit as e:  # --help (0) or a bad argument (2, already reported)
+    except SystemExit as e:  # --help/--version (0) or a bad argument (2, already reported)
         return int(e.code or 0)
     if args.command is None:
         print("ddpm-ref: error: choose a command: demo, train, sample, evaluate, "
@@ -359,23 +430,18 @@ def main(argv=None) -> int:
         for name in ("steps", "T", "n_samples", "n_eval"):
             if getattr(args, name) is None:
                 setattr(args, name, getattr(defaults, name))
-    from ddpm_ref.train import NonFiniteLossError
+    return run_reporting_errors(args.command, lambda: args.func(args),
+                                args if args.command == "train" else None)
 
+
+def main(argv=None) -> int:
+    """Run the command line; returns the exit status (0 ok, 1 training diverged, 2 bad input or a
+    failed write, 130 interrupted, 141 output pipe closed)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        if _is_2d_job(args):
-            from ddpm_ref._threads import single_blas_thread
-
-            with single_blas_thread():
-                return args.func(args)
-        return args.func(args)
-    except CLIError as e:
-        print(f"ddpm-ref {args.command}: error: {' '.join(str(e).split())}", file=sys.stderr)
-        return 2
-    except NonFiniteLossError as e:
-        print(f"ddpm-ref {args.command}: error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"ddpm-ref {args.command}: interrupted", file=sys.stderr)
+        return _main(argv)
+    except KeyboardInterrupt:  # during start-up (imports, argument parsing)
+        print("ddpm-ref: interrupted", file=sys.stderr)
         return 130
 
 

@@ -14,12 +14,16 @@ from typing import Callable
 
 import numpy as np
 
+from ddpm_ref.train import TrainConfig
+
 __all__ = ["DatasetSpec", "DATASETS", "TRAIN_DEFAULTS", "register_dataset", "get_dataset",
            "toy_net_config"]
 
-# ``ddpm-ref train`` settings a data set does not override: 2-D points, an MLP, ~10 s on 2 cores
-TRAIN_DEFAULTS = dict(steps=5000, batch=256, lr=1e-3, warmup=100, ema_decay=0.999,
-                      ckpt_every=1000)
+# ``ddpm-ref train`` settings a data set does not override: TrainConfig's defaults, the 2-D
+# recipe (an MLP on points, ~10 s on 2 cores) that ``ddpm-ref demo`` uses too. Written once there.
+TRAIN_DEFAULTS = {k: getattr(TrainConfig, k) for k in
+                  ("steps", "batch", "lr", "warmup", "ema_decay", "ckpt_every", "log_every",
+                   "seed")}
 
 
 @dataclass(frozen=True)
@@ -102,7 +106,7 @@ def _mnist(size: int) -> DatasetSpec:
     def make_net(out_mult=1):
         from ddpm_ref.nn.unet import UNet, reference_unet_config
 
-        # BENCHMARKS.md's reference U-Net (channels 32/64/64); at 14x14 two levels (14 -> 7)
+        # docs/benchmarks.md's reference U-Net (channels 32/64/64); at 14x14 two levels (14 -> 7)
         cfg = {**reference_unet_config(), "image_shape": (1, size, size), "out_mult": out_mult}
         if size == 14:
             cfg["ch_mult"] = (1, 2)

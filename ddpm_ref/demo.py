@@ -25,20 +25,25 @@ from ddpm_ref.sampling import sample
 from ddpm_ref.schedule import make_schedule
 from ddpm_ref.train import TrainConfig, make_model_fn, save_state, train
 
-__all__ = ["DemoConfig", "run_demo", "write_json", "save_npy"]
+__all__ = ["DemoConfig", "run_demo", "provenance", "write_json", "save_npy"]
 
 
 @dataclass
 class DemoConfig:
-    """What the demo runs (defaults: about a minute on two cores)."""
+    """What the demo runs (defaults: about a minute on two cores).
+
+    The training settings are :class:`ddpm_ref.train.TrainConfig`'s defaults, the 2-D recipe
+    that ``ddpm-ref train`` uses as well (written once, there).
+    """
 
     dataset: str = "gmm"  # a 2-D data set of ddpm_ref.datasets
     T: int = 1000  # diffusion steps (the paper's T): linear betas 1e-4 .. 0.02 times 1000 / T
-    steps: int = 4000  # training steps (Algorithm 1)
-    batch: int = 256  # training batch
-    lr: float = 2e-3  # Adam learning rate after warm-up
-    warmup: int = 200  # warm-up steps
-    ema_decay: float = 0.995  # EMA of the parameters (what is sampled and evaluated)
+    steps: int = TrainConfig.steps  # training steps (Algorithm 1)
+    batch: int = TrainConfig.batch  # training batch
+    lr: float = TrainConfig.lr  # Adam learning rate after warm-up
+    warmup: int = TrainConfig.warmup  # warm-up steps
+    ema_decay: float = TrainConfig.ema_decay  # EMA of the parameters (sampled and evaluated),
+    # with TrainConfig's warm-up of the decay (train.ema_decay_at)
     n_samples: int = 2000  # samples drawn with Algorithm 2
     n_eval: int = 1000  # held-out points for the bound and the MMD
     seed: int = 0  # everything below is a function of this seed
@@ -60,6 +65,28 @@ def scaled_schedule(kind: str, T: int):
     return make_schedule(kind, T, **params), {"kind": kind, "params": params}
 
 
+def provenance() -> dict:
+    """What produced a report: ddpm_ref, Python, NumPy, Numba versions and the git commit of the
+    source tree (None when ddpm_ref is not run from a git checkout)."""
+    import platform
+    import subprocess
+
+    import numba
+
+    import ddpm_ref
+
+    commit = None
+    try:
+        r = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(ddpm_ref.__file__).parent,
+                           capture_output=True, text=True, timeout=10)
+        if r.returncode == 0:
+            commit = r.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):  # no git, or not a checkout
+        pass
+    return {"ddpm_ref": ddpm_ref.__version__, "python": platform.python_version(),
+            "numpy": np.__version__, "numba": numba.__version__, "git_commit": commit}
+
+
 def _bound_summary(rep):
     return {k: rep[k] for k in ("L_T", "L_sum", "L_0", "total")}
 
@@ -71,6 +98,10 @@ def run_demo(out_dir, cfg: DemoConfig | None = None, progress=False, log=print) 
     cfg = cfg or DemoConfig()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    from ddpm_ref._io import remove_stale_temporaries
+
+    remove_stale_temporaries(out, names={"samples.npy", "report.json", "checkpoint.npz",
+                                         "history.json"}, min_age_s=600)
     spec = get_dataset(cfg.dataset)
     if spec.x_shape != (2,):
         raise ValueError(f"dataset: the demo runs on 2-D data, got {cfg.dataset!r}")
@@ -142,5 +173,6 @@ def run_demo(out_dir, cfg: DemoConfig | None = None, progress=False, log=print) 
     plotting.plot_training_curve(history, out / "training.png")
     report["wall_s"] = time.perf_counter() - t0
     report["config"] = asdict(cfg)
+    report["versions"] = provenance()
     write_json(out / "report.json", report)
     return report

@@ -19,7 +19,6 @@ uses the same functions. One command writes them all:
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -179,9 +178,8 @@ def write_figures(checkpoint, out, seed=0, n_chains=8, n_steps=10, n_shared=6, t
     from ddpm_ref.mnist_eval import VARIANTS, bound_terms_all, held_out_digits, rate_distortion
 
     ck = load_checkpoint(checkpoint)
-    tc = ck.train_config
-    kw = dict(mean_type=tc.get("mean_type", "eps"), variance=tc.get("variance", "fixedlarge"),
-              progress=progress)
+    ck.require_image_model("write_figures")
+    kw = dict(**ck.model_options(), progress=progress)
     model_fn = model_fn_of(ck)
     sched, T = ck.sched, ck.sched.T
     rng = np.random.default_rng(seed)
@@ -222,19 +220,57 @@ def write_figures(checkpoint, out, seed=0, n_chains=8, n_steps=10, n_shared=6, t
     return paths
 
 
+def _check_terms(path) -> None:
+    """ValueError unless ``path`` is a terms.npz of ``ddpm-ref mnist-eval``."""
+    from ddpm_ref.mnist_eval import VARIANTS
+
+    need = {"L_T", "x0_mse", *(f"L_{v}" for v in VARIANTS)}
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            have = set(z.files)
+    except Exception:
+        raise ValueError(f"--terms: {path} is not a readable .npz file") from None
+    if not need <= have:
+        what = ("a checkpoint" if "format" in have else "missing " +
+                ", ".join(sorted(need - have)))
+        raise ValueError(f"--terms: {path} is not a terms.npz of ddpm-ref mnist-eval ({what}); "
+                         f"run `ddpm-ref mnist-eval --out DIR` and pass DIR/terms.npz")
+
+
 def main(argv=None, prog="python -m ddpm_ref.figures") -> int:
-    p = argparse.ArgumentParser(prog=prog, description=(
+    from ddpm_ref._cli_args import Parser, int_at_least, writable_dir
+    from ddpm_ref.checkpoint import load_checkpoint, shipped_checkpoints
+
+    p = Parser(prog=prog, description=(
         "Write the paper's image figures (Figs. 5-8) for a digit checkpoint to --out."))
-    p.add_argument("--checkpoint", default="mnist", help="checkpoint file or shipped name")
-    p.add_argument("--out", default="docs/figures", help="output folder")
-    p.add_argument("--terms", default=None, help="terms.npz from ddpm-ref mnist-eval")
+    p.add_argument("--checkpoint", default="mnist",
+                   help="an image checkpoint file, or a shipped name "
+                   f"({', '.join(shipped_checkpoints()) or 'none'}; default: %(default)s)")
+    p.add_argument("--out", default="docs/figures",
+                   help="output folder for the PNGs (default: %(default)s)")
+    p.add_argument("--terms", default=None,
+                   help="terms.npz from ddpm-ref mnist-eval, for Fig. 5 (default: compute the "
+                   "rate-distortion terms here on 10 test digits)")
     p.add_argument("--which", default=",".join(FIGURES),
-                   help="comma-separated figures to write (default: all)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quiet", action="store_true")
+                   help="comma-separated figures to write, from "
+                   f"{', '.join(FIGURES)} (default: all)")
+    p.add_argument("--seed", type=int_at_least(0), default=0,
+                   help="random seed (default: %(default)s)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
-    paths = write_figures(args.checkpoint, args.out, seed=args.seed, terms=args.terms,
-                          which=tuple(args.which.split(",")), progress=not args.quiet)
+    which = tuple(w.strip() for w in args.which.split(",") if w.strip())
+    bad = [w for w in which if w not in FIGURES]
+    if bad or not which:
+        raise ValueError(f"--which: expected names from {', '.join(FIGURES)}, got "
+                         f"{args.which!r}")
+    # everything checked before minutes of sampling
+    ck = load_checkpoint(args.checkpoint)
+    ck.require_image_model("ddpm-ref figures")
+    if args.terms is not None:
+        _check_terms(args.terms)
+    writable_dir(args.out)
+    paths = write_figures(ck.path, args.out, seed=args.seed, terms=args.terms,
+                          which=which, progress=not args.quiet)
     for name, path in paths.items():
         print(f"{name}: {path}")
     return 0

@@ -15,12 +15,10 @@ L_simple (Eq. 14) are all computed from that one eps_theta with :func:`ddpm_ref.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -164,7 +162,7 @@ def _shard(args):
     ck = load_checkpoint(path)
     model_fn = make_model_fn(ck.net, ck.ema)
     return bound_terms_all(ck.sched, model_fn, x0, np.random.default_rng([seed, shard]),
-                           mean_type=ck.train_config.get("mean_type", "eps"), t_chunk=t_chunk,
+                           mean_type=ck.model_options()["mean_type"], t_chunk=t_chunk,
                            progress=progress)
 
 
@@ -197,27 +195,40 @@ def evaluate_checkpoint(checkpoint, n=500, seed=0, workers=1, t_chunk=None, prog
 
 
 def main(argv=None, prog="python -m ddpm_ref.mnist_eval") -> int:
-    p = argparse.ArgumentParser(prog=prog, description=(
+    from ddpm_ref._cli_args import Parser, check_memory, int_at_least, writable_dir
+    from ddpm_ref.checkpoint import load_checkpoint, shipped_checkpoints
+
+    p = Parser(prog=prog, description=(
         "The bound of Eq. (5) in bits/dim on the bundled test digits, summed over all T terms, "
         "for sigma^2 = beta / beta_tilde with x0_hat clipping off / on. Writes summary.json and "
         "terms.npz (per-example, per-t terms) to --out."))
-    p.add_argument("--checkpoint", default="mnist", help="checkpoint file or shipped name")
-    p.add_argument("--n", type=int, default=500, help="test digits (1..500, default 500)")
-    p.add_argument("--workers", type=int, default=1, help="processes (split over digits)")
-    p.add_argument("--t-chunk", type=int, default=None, help="timesteps per network call")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="runs/mnist_eval", help="output folder")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--checkpoint", default="mnist",
+                   help="an image checkpoint file, or a shipped name "
+                   f"({', '.join(shipped_checkpoints()) or 'none'}; default: %(default)s)")
+    p.add_argument("--n", type=int_at_least(1), default=500,
+                   help="test digits (1..500, default %(default)s)")
+    p.add_argument("--workers", type=int_at_least(1), default=1,
+                   help="processes, each taking a share of the digits (default: %(default)s)")
+    p.add_argument("--t-chunk", type=int_at_least(1), default=None,
+                   help="timesteps per network call (default: as many as fit a batch of 64)")
+    p.add_argument("--seed", type=int_at_least(0), default=0,
+                   help="random seed of the x_t draws (default: %(default)s)")
+    p.add_argument("--out", default="runs/mnist_eval",
+                   help="output folder for summary.json and terms.npz (default: %(default)s)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    # everything checked before the hours of network calls
+    ck = load_checkpoint(args.checkpoint)
+    ck.require_image_model("ddpm-ref mnist-eval")
+    if args.n > 500:
+        raise ValueError(f"--n: expected at most 500 (the bundled test digits), got {args.n}")
+    check_memory("--n", f"the term tables of {args.n} digits",
+                 8 * args.n * (len(VARIANTS) + 2) * (ck.sched.T + 1))
+    out = writable_dir(args.out)
     t0 = time.perf_counter()
-    terms, labels = evaluate_checkpoint(args.checkpoint, args.n, args.seed, args.workers,
+    terms, labels = evaluate_checkpoint(ck.path, args.n, args.seed, args.workers,
                                         args.t_chunk, progress=not args.quiet)
     wall = time.perf_counter() - t0
-    from ddpm_ref.checkpoint import load_checkpoint
-
-    ck = load_checkpoint(args.checkpoint)
     D = int(np.prod(ck.net.x_shape))
     rep = {"checkpoint": ck.path, "step": ck.step, "T": ck.sched.T, "wall_s": wall,
            "units": "bits/dim", **summarize(terms, D)}

@@ -22,27 +22,32 @@ from ddpm_ref.diffusion import MEAN_TYPES, q_sample
 from ddpm_ref.objectives import OBJECTIVES, objective_loss
 from ddpm_ref.optim import adam_init, adam_update, clip_grad_norm, ema_update, warmup_lr
 
-__all__ = ["TrainConfig", "TrainState", "NonFiniteLossError", "init_state", "train",
-           "make_model_fn", "state_from_checkpoint", "save_state"]
+__all__ = ["TrainConfig", "TrainState", "NonFiniteLossError", "TrainingInterrupted", "init_state",
+           "train", "ema_decay_at", "make_model_fn", "state_from_checkpoint", "save_state"]
 
 
 @dataclass
 class TrainConfig:
-    """Hyper-parameters of Algorithm 1 (the paper's values for CIFAR10 in the comments)."""
+    """Hyper-parameters of Algorithm 1 (the paper's values for CIFAR10 in the comments).
 
-    steps: int = 5000  # total number of updates (paper: 800k)
+    The defaults are the 2-D recipe (an MLP on 2-D points, about 10 s on two cores) that both
+    ``ddpm-ref demo`` and ``ddpm-ref train`` use; images override some (``datasets.py``).
+    """
+
+    steps: int = 8000  # total number of updates (paper: 800k)
     batch: int = 256  # examples per update, B (paper: 128)
-    lr: float = 1e-3  # Adam learning rate after warm-up (paper: 2e-4)
-    warmup: int = 100  # linear learning-rate warm-up, in steps (paper: 5000)
+    lr: float = 2e-3  # Adam learning rate after warm-up (paper: 2e-4)
+    warmup: int = 200  # linear learning-rate warm-up, in steps (paper: 5000)
     grad_clip: float = 1.0  # global gradient-norm clip (paper: 1.0)
-    ema_decay: float = 0.999  # EMA decay of the parameters (paper: 0.9999)
+    ema_decay: float = 0.999  # EMA decay of the parameters (paper: 0.9999); see ema_warmup
+    ema_warmup: bool = True  # decay min(ema_decay, (1 + s) / (10 + s)) at update s (ema_decay_at)
     objective: str = "simple"  # "simple" (Eq. 14) | "vlb" (Eq. 5) | "hybrid" (Nichol & Dhariwal)
     mean_type: str = "eps"  # what the network predicts: "eps" (Eq. 11) | "x0" | "mu"
     variance: str = "fixedlarge"  # sigma_t^2: "fixedlarge" (beta) | "fixedsmall" | "learned_range"
     decoder: str = "gaussian"  # L_0 of vlb/hybrid: "gaussian" (points) | "discretized" (Eq. 13)
     hybrid_lambda: float = 0.001  # lambda of L_hybrid = L_simple + lambda L_vlb (N&D: 0.001)
     log_every: int = 100  # steps between log records
-    ckpt_every: int = 0  # steps between checkpoints (0: only at the end)
+    ckpt_every: int = 1000  # steps between checkpoints (0: only at the end)
     seed: int = 0  # seeds the Generator when train() is given none
 
     def __post_init__(self):
@@ -58,6 +63,8 @@ class TrainConfig:
             raise ValueError(f"lr: expected a finite number > 0, got {self.lr}")
         if not self.grad_clip > 0:
             raise ValueError(f"grad_clip: expected a number > 0, got {self.grad_clip}")
+        if not isinstance(self.ema_warmup, bool):
+            raise ValueError(f"ema_warmup: expected True or False, got {self.ema_warmup!r}")
         if not 0.0 <= self.ema_decay <= 1.0:
             raise ValueError(f"ema_decay: expected a number in [0, 1], got {self.ema_decay}")
         if self.objective not in OBJECTIVES:
@@ -79,6 +86,10 @@ class TrainConfig:
     def from_dict(cls, d: dict) -> TrainConfig:
         """A TrainConfig from a dict (e.g. a checkpoint's), ignoring unknown keys."""
         names = {f.name for f in fields(cls)}
+        if not isinstance(d, dict):
+            raise TypeError(f"train_config: expected a dict, got {type(d).__name__}")
+        # a config saved before ema_warmup existed was trained without it: resume it that way
+        d = {"ema_warmup": False, **d} if d and "ema_warmup" not in d else d
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
@@ -93,6 +104,19 @@ class TrainState:
     rng: np.random.Generator  # the single source of randomness of the loop
 
 
+def ema_decay_at(s: int, decay: float, warmup: bool = True) -> float:
+    r"""The EMA decay used at the update after ``s`` updates: min(decay, (1 + s) / (10 + s)).
+
+    This is the warm-up of TensorFlow's ``ExponentialMovingAverage(decay, num_updates=s)``. A
+    fixed decay d keeps weight d^n on the random initial weights after n updates (0.999^2000 =
+    0.135: a short run samples a 13 %-untrained model); with the warm-up that weight is
+    prod_{s<n} (1 + s) / (10 + s) = 9! n! / (n + 9)! < 10^-23 at n = 2000, while after about
+    10 / (1 - decay) updates (10,000 for 0.999) the decay is ``decay`` itself, so long runs
+    average over the last ~1 / (1 - decay) updates as before. ``warmup=False``: ``decay``.
+    """
+    return min(decay, (1.0 + s) / (10.0 + s)) if warmup else decay
+
+
 class NonFiniteLossError(RuntimeError):
     """Training produced a NaN/inf loss or gradient norm; ``state`` is the last good state."""
 
@@ -105,6 +129,16 @@ class NonFiniteLossError(RuntimeError):
             f"training stopped at step {step}: the {what} is {value} (try a smaller learning "
             f"rate){kept}"
         )
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during :func:`train`: ``state`` is the last completed step (its rng rewound to that
+    step, so that a resumed run continues bit for bit); ``saved`` the checkpoint written for it
+    (None if train had no ``ckpt_path``); ``history`` the log records made so far."""
+
+    def __init__(self, state, history, saved=None):
+        super().__init__(f"interrupted at step {state.step}")
+        self.state, self.history, self.saved = state, history, saved
 
 
 def init_state(net, cfg: TrainConfig, rng: np.random.Generator | None = None,
@@ -160,7 +194,8 @@ def train(net, sched, data, cfg: TrainConfig, rng=None, state=None, callback=Non
         ckpt_path: where to save a checkpoint every cfg.ckpt_every steps and at the end.
         ckpt_meta: extra keywords for :func:`save_state` (dataset, image_size, schedule_info).
         stop_at: stop after this step (for interrupting a run); default cfg.steps.
-        progress: show a tqdm bar with the running loss.
+        progress: show a labelled tqdm bar, moved every step, with the running loss (and a
+            line saying so while the Numba kernels compile in the first step).
     Returns:
         (state, history): the final TrainState and the list of log records, each a dict with
         step, loss (mean objective over the window), l_simple (mean eps-MSE per example),
@@ -169,6 +204,8 @@ def train(net, sched, data, cfg: TrainConfig, rng=None, state=None, callback=Non
     Raises:
         NonFiniteLossError: on a NaN/inf loss or gradient norm; the state is not updated with
             it and the checkpoint on disk is not overwritten.
+        TrainingInterrupted: on Ctrl-C (KeyboardInterrupt); the last completed step is saved
+            to ``ckpt_path`` first (with the rng state of that step: resume stays bit for bit).
     """
     data = _check_data(data, net)
     state = init_state(net, cfg, rng) if state is None else state
@@ -184,56 +221,72 @@ def train(net, sched, data, cfg: TrainConfig, rng=None, state=None, callback=Non
     t_start = time.perf_counter()
     # overflow shows up as a non-finite output, loss or gradient norm, which stop the loop below
     quiet_overflow = np.errstate(over="ignore", invalid="ignore")
-    with quiet_overflow, _progress_bar(progress, step, stop_at) as bar:
-        while step < stop_at:
-            # Algorithm 1, line 2: x0 ~ q(x0), a batch drawn from the training set
-            x0 = data[rng.integers(0, N, size=B)]  # (B, ...)
-            # Algorithm 1, line 3: t ~ Uniform({1, ..., T})
-            t = rng.integers(1, T + 1, size=B)  # (B,)
-            # Algorithm 1, line 4: eps ~ N(0, I)
-            eps = rng.standard_normal(x0.shape)  # (B, ...) float64
-            # Eq. (4): x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps, in float64
-            xt = q_sample(sched, x0, t, eps)
-            out, cache = net.forward(params, xt.astype(dtype), timesteps[t], rng=rng)
-            if not np.isfinite(out).all():
-                raise NonFiniteLossError(step + 1, "network output", "not finite", state,
-                                         *_kept(last_ckpt))
-            loss, d_out, eps_mse = objective_loss(cfg, sched, x0, xt, t, eps, out)
-            if not math.isfinite(loss):
-                raise NonFiniteLossError(step + 1, "loss", loss, state, *_kept(last_ckpt))
-            # Algorithm 1, line 5: gradient step on the objective
-            grads = net.backward(d_out.astype(dtype, copy=False), cache)
-            grads, gnorm = clip_grad_norm(grads, cfg.grad_clip)
-            if not math.isfinite(gnorm):
-                raise NonFiniteLossError(step + 1, "gradient norm", gnorm, state,
-                                         *_kept(last_ckpt))
-            lr = warmup_lr(step + 1, cfg.lr, cfg.warmup)
-            params, opt = adam_update(params, grads, opt, lr)
-            ema = ema_update(ema, params, cfg.ema_decay)
-            step += 1
-            state = TrainState(params, ema, opt, step, rng)
-            win.add(loss, eps_mse, t, T)
-            if step % cfg.log_every == 0 or step == stop_at:
-                rec = win.record(step, lr, gnorm, time.perf_counter() - t_start)
-                history.append(rec)
+    mark = (step, rng.bit_generator.state)
+    with quiet_overflow, _progress_bar(progress, step, stop_at, net) as bar:
+        try:
+            while step < stop_at:
+                mark = (step, rng.bit_generator.state)  # to rewind a step cut short by Ctrl-C
+                # Algorithm 1, line 2: x0 ~ q(x0), a batch drawn from the training set
+                x0 = data[rng.integers(0, N, size=B)]  # (B, ...)
+                # Algorithm 1, line 3: t ~ Uniform({1, ..., T})
+                t = rng.integers(1, T + 1, size=B)  # (B,)
+                # Algorithm 1, line 4: eps ~ N(0, I)
+                eps = rng.standard_normal(x0.shape)  # (B, ...) float64
+                # Eq. (4): x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps, in float64
+                xt = q_sample(sched, x0, t, eps)
+                out, cache = net.forward(params, xt.astype(dtype), timesteps[t], rng=rng)
+                if not np.isfinite(out).all():
+                    raise NonFiniteLossError(step + 1, "network output", "not finite", state,
+                                             *_kept(last_ckpt))
+                loss, d_out, eps_mse = objective_loss(cfg, sched, x0, xt, t, eps, out)
+                if not math.isfinite(loss):
+                    raise NonFiniteLossError(step + 1, "loss", loss, state, *_kept(last_ckpt))
+                # Algorithm 1, line 5: gradient step on the objective
+                grads = net.backward(d_out.astype(dtype, copy=False), cache)
+                grads, gnorm = clip_grad_norm(grads, cfg.grad_clip)
+                if not math.isfinite(gnorm):
+                    raise NonFiniteLossError(step + 1, "gradient norm", gnorm, state,
+                                             *_kept(last_ckpt))
+                lr = warmup_lr(step + 1, cfg.lr, cfg.warmup)
+                params, opt = adam_update(params, grads, opt, lr)
+                ema = ema_update(ema, params, ema_decay_at(step, cfg.ema_decay, cfg.ema_warmup))
+                state = TrainState(params, ema, opt, step + 1, rng)  # one assignment: atomic
+                step = state.step
+                win.add(loss, eps_mse, t, T)
                 if bar is not None:
-                    bar.update(step - bar.n)
-                    bar.set_postfix(loss=f"{rec['loss']:.4g}")
-                if callback is not None:
-                    callback(rec)
-            if ckpt_path is not None and (
-                (cfg.ckpt_every and step % cfg.ckpt_every == 0) or step == stop_at
-            ):
-                last_ckpt = (save_state(ckpt_path, net, sched, state, cfg, **ckpt_meta), step)
+                    bar.update(1)
+                    if step % max(1, min(cfg.log_every, 10)) == 0 or step == stop_at:
+                        bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
+                if step % cfg.log_every == 0 or step == stop_at:
+                    rec = win.record(step, lr, gnorm, time.perf_counter() - t_start)
+                    history.append(rec)
+                    if callback is not None:
+                        callback(rec)
+                if ckpt_path is not None and (
+                    (cfg.ckpt_every and step % cfg.ckpt_every == 0) or step == stop_at
+                ):
+                    last_ckpt = (save_state(ckpt_path, net, sched, state, cfg, **ckpt_meta), step)
+        except KeyboardInterrupt:
+            if state.step == mark[0]:  # the step in flight did not finish: rewind its draws
+                rng.bit_generator.state = mark[1]
+            saved = None
+            if ckpt_path is not None and state.step > 0:
+                saved = (last_ckpt[0] if last_ckpt is not None and last_ckpt[1] == state.step
+                         else save_state(ckpt_path, net, sched, state, cfg, **ckpt_meta))
+            raise TrainingInterrupted(state, history, saved) from None
     return state, history
 
 
-def _progress_bar(progress, initial, total):
+def _progress_bar(progress, initial, total, net=None):
     if not progress:
         return contextlib.nullcontext()
     from tqdm import tqdm  # imported lazily: only when asked for
 
-    return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)
+    if initial < total and type(net).__name__ == "UNet":
+        tqdm.write("the first step compiles the Numba kernels (up to a minute the first time; "
+                   "cached after that): ignore the first ETA")
+    return tqdm(total=total, initial=initial, desc="training (Algorithm 1)", unit="step",
+                dynamic_ncols=True, mininterval=0.5)
 
 
 def _kept(last_ckpt):

@@ -168,3 +168,60 @@ def test_saved_file_has_ordinary_permissions(tmp_path):
     mask = os.umask(0)
     os.umask(mask)
     assert (tmp_path / "c.npz").stat().st_mode & 0o777 == 0o666 & ~mask  # not mkstemp's 0600
+
+
+@pytest.mark.parametrize("entry, value, words", [
+    ("params", "nan", "params hold NaN or inf"),
+    ("ema", "inf", "ema hold NaN or inf"),
+    ("net_config", np.array("null"), "net_config: expected a JSON object, got NoneType"),
+    ("net_config", np.array("[1, 2]"), "net_config: expected a JSON object, got list"),
+    ("train_config", np.array("null"), "train_config: expected a JSON object"),
+    ("format_version", np.array([1, 1]), "format_version: expected the integer 1, got [1, 1]"),
+    ("format_version", np.array("one"), "format_version: expected the integer 1, got 'one'"),
+    ("dataset", np.array("mnist"), "trained on 'mnist'"),
+    ("image_size", np.array(28), "image_size 28 does not fit its MLP"),
+])
+def test_refuses_at_load_what_would_fail_later(tmp_path, entry, value, words):
+    net, *_ = _save(tmp_path / "c.npz")
+    if isinstance(value, str):  # poison one weight of the last array of params/ or ema/
+        with np.load(tmp_path / "c.npz", allow_pickle=False) as z:
+            name = [k for k in z.files if k.startswith(entry + "/")][-1]
+            a = z[name].copy()
+        a.flat[0] = np.nan if value == "nan" else np.inf
+        entry, value = name.replace("/", "__"), a
+    _rewrite(tmp_path / "c.npz", tmp_path / "bad.npz", **{entry: value})
+    with pytest.raises(ValueError) as e:
+        load_checkpoint(tmp_path / "bad.npz")
+    msg = str(e.value)
+    assert msg.startswith("checkpoint: ") and str(tmp_path / "bad.npz") in msg, msg
+    assert words in msg and "\n" not in msg, msg
+
+
+def test_a_folder_and_random_bytes_are_named_as_such(tmp_path):
+    (tmp_path / "run").mkdir()
+    with pytest.raises(ValueError, match="is a folder, not a checkpoint file"):
+        load_checkpoint(tmp_path / "run")
+    (tmp_path / "noise.npz").write_bytes(np.random.default_rng(0).bytes(4096))
+    with pytest.raises(ValueError, match="not a readable .npz") as e:
+        load_checkpoint(tmp_path / "noise.npz")
+    assert "allow_pickle" not in str(e.value)  # numpy's hint is no advice for a checkpoint
+
+
+def test_repr_is_one_informative_line(tmp_path):
+    net, *_ = _save(tmp_path / "c.npz")
+    text = repr(load_checkpoint(tmp_path / "c.npz"))
+    n = sum(v.size for v in net.init(np.random.default_rng(0)).values())
+    assert "\n" not in text and len(text) < 400
+    for words in ("MLP", f"{n:,} parameters", "gmm", "T = 50 linear schedule",
+                  "7 training steps", "mean_type 'eps'", "variance 'fixedlarge'"):
+        assert words in text, text
+    shipped = repr(load_checkpoint("mnist"))
+    assert "UNet, 789,217 parameters" in shipped and "5,500 training steps" in shipped
+
+
+def test_model_options_read_the_train_config(tmp_path):
+    _save(tmp_path / "c.npz")
+    ck = load_checkpoint(tmp_path / "c.npz")
+    assert ck.model_options() == {"mean_type": "eps", "variance": "fixedlarge"}  # the paper's
+    ck.train_config = {"mean_type": "x0", "variance": "fixedsmall"}
+    assert ck.model_options() == {"mean_type": "x0", "variance": "fixedsmall"}

@@ -123,3 +123,28 @@ def test_frechet_distance_with_fewer_examples_than_features_matches_sqrtm():
     want = (np.sum((a.mean(0) - b.mean(0)) ** 2) + np.trace(s_a) + np.trace(s_b)
             - 2 * np.trace(root))
     assert frechet_distance(a, b) == pytest.approx(want, rel=1e-6)
+
+
+def test_default_classifier_is_trained_once_then_read_from_the_cache(tmp_path, monkeypatch):
+    import ddpm_ref.classifier as clf_mod
+
+    real, calls = clf_mod.train_classifier, []
+
+    def quick(x, labels, rng, **kw):  # one epoch: the cache, not the recipe, is under test
+        calls.append(1)
+        return real(x, labels, rng, epochs=1)
+
+    monkeypatch.setenv("DDPM_REF_CACHE", str(tmp_path))
+    monkeypatch.setattr(clf_mod, "train_classifier", quick)
+    monkeypatch.setattr(clf_mod, "_DEFAULT", {})
+    messages = []
+    first = clf_mod.default_classifier(14, seed=3, log=messages.append)
+    assert calls == [1] and len(messages) == 1 and str(tmp_path) in messages[0]
+    assert len(list(tmp_path.glob("digit_classifier_14_*.npz"))) == 1
+    monkeypatch.setattr(clf_mod, "_DEFAULT", {})  # a new process: memory empty, disk not
+    again = clf_mod.default_classifier(14, seed=3, log=messages.append)
+    assert calls == [1] and len(messages) == 1  # not trained again
+    for k in first.params:
+        np.testing.assert_array_equal(again.params[k], first.params[k])
+    clf_mod.default_classifier(14, seed=4, log=messages.append)
+    assert calls == [1, 1]  # another seed is another classifier

@@ -90,8 +90,10 @@ def test_mnist_tools_run_through_ddpm_ref(capsys, tmp_path):
     assert code == 0 and "usage: ddpm-ref figures" in out
     assert "Figs. 5-8" in out and "--terms" in out
     code, out, err = _run(capsys, "mnist-eval", "--n", "0", "--out", tmp_path / "ev")
-    _assert_one_line_error(code, err, "mnist-eval", "n: expected an integer in 1..500, got 0")
-    assert not (tmp_path / "ev" / "summary.json").exists()
+    _assert_one_line_error(code, err, "mnist-eval", "--n: expected an integer >= 1, got '0'")
+    code, out, err = _run(capsys, "mnist-eval", "--n", "501", "--out", tmp_path / "ev")
+    _assert_one_line_error(code, err, "mnist-eval", "--n: expected at most 500")
+    assert not (tmp_path / "ev").exists()  # refused before anything is made
 
 
 def test_missing_and_corrupt_checkpoints(capsys, tmp_path):
@@ -205,17 +207,40 @@ def test_images_train_sample_and_evaluate(capsys, tmp_path):
         rep["total"] / (14 * 14 * np.log(2.0)), rel=1e-12)
 
 
-def test_2d_jobs_run_with_one_blas_thread():
-    """The demo and 2-D training limit BLAS to one thread; image training keeps the default."""
+def test_blas_rule_one_thread_for_points_only():
+    """One place decides: models of 2-D points get one BLAS thread, images the default."""
     from threadpoolctl import threadpool_info
 
-    from ddpm_ref._threads import single_blas_thread
-    from ddpm_ref.cli import _is_2d_job, build_parser
+    from ddpm_ref._threads import blas_threads_for
 
-    parser = build_parser()
-    assert _is_2d_job(parser.parse_args(["demo"]))
-    assert _is_2d_job(parser.parse_args(["train", "--dataset", "moons"]))
-    assert not _is_2d_job(parser.parse_args(["train", "--dataset", "mnist"]))
-    with single_blas_thread():
-        blas = [i for i in threadpool_info() if i["user_api"] == "blas"]
-        assert blas and all(i["num_threads"] == 1 for i in blas)
+    def blas_threads():
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+    before = blas_threads()
+    with blas_threads_for((2,)):
+        assert blas_threads() and all(n == 1 for n in blas_threads())
+    with blas_threads_for((1, 28, 28)):
+        assert blas_threads() == before
+    assert blas_threads() == before
+
+
+def test_every_2d_command_asks_the_blas_rule(capsys, monkeypatch, trained, tmp_path):
+    """demo, train, sample and evaluate all run their work inside blas_threads_for(x_shape)."""
+    import contextlib
+
+    import ddpm_ref.cli as cli
+
+    seen = []
+
+    def record(x_shape):
+        seen.append(tuple(x_shape))
+        return contextlib.nullcontext()
+
+    monkeypatch.setattr(cli, "blas_threads_for", record)
+    ck = trained / "checkpoint.npz"
+    assert _run(capsys, "sample", "--checkpoint", ck, "--n", 3, "--out",
+                tmp_path / "s.npy", *FAST[2:])[0] == 0
+    assert _run(capsys, "evaluate", "--checkpoint", ck, "--n", 2, "--quiet")[0] == 0
+    assert _run(capsys, "train", "--dataset", "moons", "--steps", 2, "--batch", 4,
+                "--out", tmp_path / "r", *FAST)[0] == 0
+    assert seen == [(2,), (2,), (2,)]

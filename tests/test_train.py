@@ -185,6 +185,12 @@ def test_vlb_and_hybrid_objectives_train():
 
 
 def test_make_model_fn_chunks_and_returns_float64():
+    # Two claims. (1) Chunking is pure bookkeeping: chunk i of the output is the network's
+    # float32 forward on rows [7i, 7i + 7), cast to float64 -- exactly, bit for bit. (2) Chunking
+    # changes nothing beyond the network's own float32 rounding: the whole-batch and the chunked
+    # outputs both match the float64 evaluation of the same weights. Bit-equality of (whole,
+    # chunked) is NOT a property of float32 BLAS: the blocking of a matrix product (and so the
+    # summation order) depends on the number of rows, so the last bit can differ.
     net = _net()
     params = net.init(np.random.default_rng(0))
     params = {k: v + 0.1 for k, v in params.items()}  # a non-zero output layer
@@ -192,8 +198,18 @@ def test_make_model_fn_chunks_and_returns_float64():
     xt, t = rng.standard_normal((50, 2)), rng.integers(1, 101, size=50)
     whole = make_model_fn(net, params)(xt, t)
     parts = make_model_fn(net, params, chunk=7)(xt, t)
-    assert whole.dtype == np.float64 and whole.shape == (50, 2)
-    np.testing.assert_array_equal(whole, parts)
+    assert whole.dtype == np.float64 and parts.dtype == np.float64 and whole.shape == (50, 2)
+    p32 = {k: v.astype(np.float32) for k, v in params.items()}
+    by_hand = np.concatenate([net.forward(p32, xt[i:i + 7].astype(np.float32), t[i:i + 7],
+                                          rng=None)[0] for i in range(0, 50, 7)])
+    np.testing.assert_array_equal(parts, by_hand.astype(np.float64))
+    exact = make_model_fn(net, params, dtype=np.float64)(xt, t)
+    # float32 rounding bound: each of the 3 layers sums <= 32 O(1) terms, adding a relative
+    # error of at most ~32 * 2^-24 = 1.9e-6; 3 layers: 6e-6 of the output scale (measured:
+    # 1.8e-7). A chunk in the wrong place or order gives errors of O(1).
+    scale = np.abs(exact).max()
+    for out in (whole, parts):
+        np.testing.assert_allclose(out, exact, rtol=0, atol=6e-6 * max(scale, 1.0))
 
 
 def test_train_config_refuses_bad_values():
@@ -214,3 +230,78 @@ def test_train_refuses_bad_data():
     bad[3, 0] = np.nan
     with pytest.raises(ValueError, match="data: expected finite values"):
         train(_net(), SCHED, bad, _cfg())
+
+
+def test_ema_decay_at_is_tfs_warm_up():
+    from ddpm_ref.train import ema_decay_at
+
+    assert ema_decay_at(0, 0.999) == pytest.approx(0.1, rel=1e-15)  # (1 + 0) / (10 + 0)
+    assert ema_decay_at(90, 0.999) == pytest.approx(91 / 100, rel=1e-15)
+    assert ema_decay_at(10**6, 0.999) == 0.999  # long runs: the decay itself
+    assert ema_decay_at(0, 0.999, warmup=False) == 0.999
+    # the weight left on the initial weights after n updates: prod_s decay_s = 9! n! / (n + 9)!
+    n = 2000
+    kept = math.prod(ema_decay_at(s, 0.999) for s in range(n))
+    assert kept == pytest.approx(math.factorial(9) / math.prod(range(n + 1, n + 10)), rel=1e-9)
+    assert kept < 1e-20 and 0.999**n > 0.13  # against 13.5 % with a fixed decay
+
+
+def test_train_applies_the_ema_warm_up():
+    # after one update the warm-up decay is 0.1: ema_1 = 0.1 init + 0.9 params_1
+    net = _net()
+    cfg = _cfg(steps=1, ema_decay=0.999, log_every=1)
+    init = net.init(np.random.default_rng(5))
+    from ddpm_ref.optim import adam_init
+    from ddpm_ref.train import TrainState
+
+    start = TrainState(dict(init), dict(init), adam_init(init), 0, np.random.default_rng(6))
+    state, _ = train(net, SCHED, _data(), cfg, state=start)
+    for k in init:
+        want = init[k] + np.float32(0.9) * (state.params[k] - init[k])
+        np.testing.assert_allclose(state.ema[k], want, rtol=1e-6, atol=1e-7)  # float32 rounding
+    old = TrainConfig.from_dict({"steps": 5, "ema_decay": 0.99})  # saved before the warm-up
+    assert old.ema_warmup is False and TrainConfig().ema_warmup is True
+
+
+def test_train_defaults_are_written_once():
+    from ddpm_ref.datasets import TRAIN_DEFAULTS
+    from ddpm_ref.demo import DemoConfig
+
+    cfg, demo = TrainConfig(), DemoConfig()
+    assert TRAIN_DEFAULTS == {k: getattr(cfg, k) for k in TRAIN_DEFAULTS}
+    for k in ("steps", "batch", "lr", "warmup", "ema_decay"):
+        assert getattr(demo, k) == getattr(cfg, k)  # demo and train: one 2-D recipe
+
+
+class _InterruptAt:
+    """Wraps a net so that its forward raises KeyboardInterrupt at the n-th call (mid-step)."""
+
+    def __init__(self, net, n):
+        self.net, self.n, self.calls = net, n, 0
+
+    def __getattr__(self, name):
+        return getattr(self.net, name)
+
+    def forward(self, *a, **kw):
+        self.calls += 1
+        if self.calls == self.n:
+            raise KeyboardInterrupt
+        return self.net.forward(*a, **kw)
+
+
+def test_ctrl_c_saves_the_last_step_and_resume_is_bit_for_bit(tmp_path):
+    from ddpm_ref.train import TrainingInterrupted
+
+    register_architecture(MLP, "_InterruptAt")  # the wrapper's checkpoint loads as its MLP
+    cfg = _cfg(steps=40, ckpt_every=0)
+    whole, _ = train(_net(), SCHED, _data(), cfg, rng=np.random.default_rng(3))
+    net = _InterruptAt(_net(), 24)  # Ctrl-C inside step 24: its rng draws were made
+    with pytest.raises(TrainingInterrupted) as e:
+        train(net, SCHED, _data(), cfg, rng=np.random.default_rng(3), ckpt_path=tmp_path / "c")
+    assert e.value.state.step == 23 and e.value.saved == tmp_path / "c.npz"
+    ck = load_checkpoint(tmp_path / "c.npz")
+    assert ck.step == 23
+    resumed, _ = train(ck.net, ck.sched, _data(), cfg, state=state_from_checkpoint(ck))
+    for k in whole.params:
+        np.testing.assert_array_equal(resumed.params[k], whole.params[k])
+        np.testing.assert_array_equal(resumed.ema[k], whole.ema[k])

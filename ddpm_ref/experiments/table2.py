@@ -24,7 +24,6 @@ import math
 import sys
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -160,19 +159,53 @@ def markdown_table(results, frechet_floor=None) -> str:
     return "\n".join(lines)
 
 
+_HELP = {
+    "steps": "training steps per row", "batch": "examples per training step",
+    "warmup": "linear learning-rate warm-up steps", "T": "diffusion steps (betas x 1000/T)",
+    "n_samples": "samples per row for the Fréchet distance (at least 2)",
+    "n_eval": "held-out digits for the bound (1..500)",
+    "sample_steps": "sampling steps: 0 all T, k a respaced k-step sampler",
+    "seed": "random seed", "lr": "Adam learning rate after warm-up",
+    "ema_decay": "EMA decay of the weights (with train's warm-up of the decay)",
+}
+
+
+def _ema_decay(s):
+    try:
+        v = float(s)
+    except ValueError:
+        v = float("nan")
+    if not 0.0 <= v <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {s!r}")
+    return v
+
+
 def main(argv=None, prog="python -m ddpm_ref.experiments.table2") -> int:
+    from ddpm_ref._cli_args import (
+        Parser,
+        check_memory,
+        int_at_least,
+        positive_float,
+        writable_dir,
+    )
+
     d = Table2Config()
-    p = argparse.ArgumentParser(prog=prog, description=(
+    p = Parser(prog=prog, description=(
         "Train every row of the paper's Table 2 on 14x14 digits with one budget and report "
         "sample quality and bits/dim. Writes results.json and table.md to --out."))
-    for name in ("steps", "batch", "warmup", "T", "n_samples", "n_eval", "sample_steps", "seed"):
-        p.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(d, name))
-    for name in ("lr", "ema_decay"):
-        p.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(d, name))
+    lows = dict(steps=1, batch=1, warmup=0, T=1, n_samples=2, n_eval=1, sample_steps=0, seed=0)
+    for name, lo in lows.items():
+        p.add_argument(f"--{name.replace('_', '-')}", type=int_at_least(lo),
+                       default=getattr(d, name), help=_HELP[name] + " (default: %(default)s)")
+    p.add_argument("--lr", type=positive_float, default=d.lr,
+                   help=_HELP["lr"] + " (default: %(default)s)")
+    p.add_argument("--ema-decay", type=_ema_decay, default=d.ema_decay,
+                   help=_HELP["ema_decay"] + " (default: %(default)s)")
     p.add_argument("--rows", default=",".join(r["name"] for r in ROWS),
                    help="comma-separated row names (default: all)")
-    p.add_argument("--out", default="runs/table2")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--out", default="runs/table2",
+                   help="output folder for results.json and table.md (default: %(default)s)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
     cfg = Table2Config(**{k: getattr(args, k) for k in ("steps", "batch", "warmup", "T",
                                                          "n_samples", "n_eval", "sample_steps",
@@ -181,9 +214,17 @@ def main(argv=None, prog="python -m ddpm_ref.experiments.table2") -> int:
     unknown = [n for n in names if n not in {r["name"] for r in ROWS}]
     if unknown:
         p.error(f"--rows: unknown row(s) {unknown}; known: {[r['name'] for r in ROWS]}")
+    # everything checked before hours of training
+    if cfg.n_eval > 500:
+        p.error(f"--n-eval: expected at most 500 (the bundled test digits), got {cfg.n_eval}")
+    if cfg.sample_steps > cfg.T:
+        p.error(f"--sample-steps: expected at most T = {cfg.T}, got {cfg.sample_steps}")
+    check_memory("--T", f"T = {cfg.T}", 8 * 12 * (cfg.T + 1))
+    check_memory("--n-samples", f"{cfg.n_samples} samples", 5 * 8 * cfg.n_samples * 196)
+    check_memory("--n-eval", f"the bound on {cfg.n_eval} digits", 8 * 3 * cfg.n_eval * (cfg.T + 1))
+    check_memory("--batch", f"a batch of {cfg.batch}", 64 * 8 * cfg.batch * 196)
     rows = [r for r in ROWS if r["name"] in names]
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = writable_dir(args.out)
     results = run_table2(cfg, rows, progress=not args.quiet)
     from ddpm_ref._io import atomic_write, write_json
 
