@@ -8,7 +8,6 @@ from ddpm_ref.elbo import (
     bound_estimate,
     bound_terms,
     discretized_gaussian_log_likelihood,
-    l_simple_per_example,
     prior_kl,
     vlb_term,
 )
@@ -88,8 +87,32 @@ def test_bound_terms_structure_and_chunk_independence():
             r1["L"][:, t], vlb_term(sched, x0, xt, tt, model_fn(xt, tt)), rtol=1e-12
         )
         np.testing.assert_allclose(
-            r1["l_simple"][:, t], l_simple_per_example(eps, model_fn(xt, tt)), rtol=1e-12
-        )
+            r1["l_simple"][:, t], ((eps - model_fn(xt, tt)) ** 2).mean(axis=(1, 2, 3)),
+            rtol=1e-12)
+
+
+def test_eq5_bound_terms_variants_equal_separate_runs():
+    # several (variance, clip_x0) variants from one model call per (t, example) reproduce the
+    # separate runs bit for bit (same noise stream, same arithmetic), with the model called once
+    sched = make_schedule("linear", 20)
+    x0 = grid_data(np.random.default_rng(4), (3, 1, 2, 2))
+    calls = []
+
+    def model_fn(xt, t):
+        calls.append(t.shape[0])
+        return 0.2 * xt + 1e-3 * t[:, None, None, None]
+
+    variants = {"a": ("fixedlarge", False), "b": ("fixedsmall", True)}
+    both = bound_terms(sched, model_fn, x0, np.random.default_rng(2), t_chunk=6,
+                       variants=variants)
+    assert sum(calls) == 20 * 3
+    for name, (variance, clip) in variants.items():
+        one = bound_terms(sched, model_fn, x0, np.random.default_rng(2), t_chunk=6,
+                          variance=variance, clip_x0=clip)
+        for key in ("L", "L_0", "L_sum", "total"):
+            np.testing.assert_array_equal(both[key][name], one[key])
+        for key in ("L_T", "l_simple", "x0_mse"):
+            np.testing.assert_array_equal(both[key], one[key])
 
 
 def test_bound_estimate_is_unbiased_and_draws_every_t():
