@@ -23,7 +23,9 @@ import numpy as np
 
 from ddpm_ref._cli_args import CLIError, Parser, int_at_least, positive_float, writable_dir
 from ddpm_ref.datasets import DATASETS, TRAIN_DEFAULTS
-from ddpm_ref.diffusion import VARIANCES, output_mult
+from ddpm_ref.diffusion import MEAN_TYPES, VARIANCES, output_mult
+from ddpm_ref.objectives import OBJECTIVES
+from ddpm_ref.schedule import TRAIN_KINDS
 
 __all__ = ["main", "build_parser"]
 
@@ -259,12 +261,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--T", type=int_at_least(1), default=1000,
                    help="diffusion steps (default: 1000, the paper's; betas are scaled by "
                    "1000/T so that x_T stays close to N(0, I))")
-    t.add_argument("--schedule", choices=["linear", "cosine", "quadratic", "sigmoid"],
+    t.add_argument("--schedule", choices=TRAIN_KINDS,
                    default="linear", help="beta schedule (default: linear, the paper's)")
-    t.add_argument("--objective", choices=["simple", "vlb", "hybrid"], default="simple",
+    t.add_argument("--objective", choices=OBJECTIVES, default="simple",
                    help="simple: L_simple (Eq. 14, the paper's); vlb: the true bound (Eq. 5); "
                    "hybrid: L_simple + 0.001 L_vlb with learned variances (Nichol & Dhariwal)")
-    t.add_argument("--mean-type", choices=["eps", "x0", "mu"], default="eps",
+    t.add_argument("--mean-type", choices=MEAN_TYPES, default="eps",
                    help="what the network predicts (default: eps, Eq. 11)")
     t.add_argument("--variance", choices=VARIANCES,
                    default=None, help="reverse variance: fixedlarge (beta_t), fixedsmall "

@@ -23,15 +23,17 @@ import numpy as np
 
 from ddpm_ref._checks import check_choice, check_param, check_rng, check_t, check_x, extract
 from ddpm_ref.diffusion import (
-    LEARNED_VARIANCES,
+    FIXED_VARIANCES,
+    MEAN_TYPES,
+    VARIANCE_TABLE,
     VARIANCES,
+    _eps_hat,
+    _p_mean_var,
     _posterior_mean,
     _predict_x0,
     _split_output,
     _x0_gain,
-    eps_from_x0,
     fixed_variance,
-    p_mean_var,
     q_sample,
 )
 from ddpm_ref.distributions import (  # noqa: F401 (normal_kl, the decoder: re-exported)
@@ -87,8 +89,10 @@ def _vlb(sched, x0, xt, t, model_output, mean_type, variance, clip_x0, decoder, 
     t = check_t(sched, t, xt.shape[0])
     x0 = check_x("x0", x0, shape=xt.shape)
     check_choice("decoder", decoder, DECODERS)
-    mu, _, log_var = p_mean_var(sched, xt, t, model_output, mean_type, variance, clip_x0)
-    learned = variance in LEARNED_VARIANCES  # log_var (B, ...) if learned, else (B, 1, ..., 1)
+    check_choice("mean_type", mean_type, MEAN_TYPES)
+    check_choice("variance", variance, VARIANCES)
+    mu, _, log_var = _p_mean_var(sched, xt, t, model_output, mean_type, variance, clip_x0)
+    learned = VARIANCE_TABLE[variance].learned  # log_var (B, ...) if learned, else (B, 1, ..., 1)
     nats = np.empty(xt.shape[0])
     g_mu = np.zeros(xt.shape)  # d nats / d mu_theta
     g_lv = np.zeros(xt.shape) if learned else None  # d nats / d log sigma^2
@@ -134,15 +138,12 @@ def _vlb(sched, x0, xt, t, model_output, mean_type, variance, clip_x0, decoder, 
     d_mean = np.zeros(xt.shape) if stop_grad_mean else g_mu * gain  # (B, C, ...)
     if not learned:
         return nats, d_mean
-    if variance == "learned":  # log sigma^2 = v: d log sigma^2 / dv = 1
-        return nats, np.concatenate([d_mean, g_lv], axis=1)  # (B, 2C, ...)
-    # Nichol & Dhariwal: log sigma^2 = frac log beta + (1 - frac) log beta_tilde, frac = (v + 1) / 2
-    half_range = 0.5 * (extract(np.log(sched.beta), t, xt.ndim)
-                        - extract(sched.log_beta_tilde_clipped, t, xt.ndim))
-    return nats, np.concatenate([d_mean, g_lv * half_range], axis=1)  # (B, 2C, ...)
+    dlog_dv = VARIANCE_TABLE[variance].dlog_dv  # d log sigma^2 / dv; None: log sigma^2 = v
+    g_v = g_lv if dlog_dv is None else g_lv * dlog_dv(sched, t, xt.ndim)
+    return nats, np.concatenate([d_mean, g_v], axis=1)  # (B, 2C, ...)
 
 
-def vlb_term(sched, x0, xt, t, eps_theta, variance="fixedlarge", clip_x0=False,
+def vlb_term(sched, x0, xt, t, eps_theta, *, variance="fixedlarge", clip_x0=False,
              decoder="discretized", mean_type="eps", cdf="exact"):
     r"""The bound's term at each example's t, nats per example, shape (B,).
 
@@ -159,7 +160,7 @@ def vlb_term(sched, x0, xt, t, eps_theta, variance="fixedlarge", clip_x0=False,
     return _vlb(sched, x0, xt, t, eps_theta, mean_type, variance, clip_x0, decoder, cdf, False)[0]
 
 
-def vlb_term_and_grad(sched, x0, xt, t, eps_theta, variance="fixedlarge", clip_x0=False,
+def vlb_term_and_grad(sched, x0, xt, t, eps_theta, *, variance="fixedlarge", clip_x0=False,
                       decoder="discretized", mean_type="eps", stop_grad_mean=False):
     r"""vlb_term and its exact gradient w.r.t. the network output: (nats (B,), d_eps_theta).
 
@@ -182,14 +183,14 @@ def vlb_weight(sched, t, variance="fixedlarge"):
     fixedlarge), which keeps full relative accuracy when beta_tilde_t ~ beta_t (large t).
     """
     t = check_t(sched, t, t_min=2)
-    check_choice("variance", variance, VARIANCES[:2])
+    check_choice("variance", variance, FIXED_VARIANCES)
     sigma2 = fixed_variance(sched, variance)[0][t]  # (B,)
     omab = sched.one_minus_alpha_bar[t]
     lam = sched.beta[t] ** 2 / (2.0 * sigma2 * sched.alpha[t] * omab)
-    if variance == "fixedlarge":
+    if variance == "fixedlarge":  # closed form: beta_tilde_t / beta_t - 1 cancels at large t
         u = -sched.alpha_bar[t - 1] * sched.beta[t] / omab
     else:
-        u = np.zeros(t.shape)
+        u = sched.beta_tilde[t] / sigma2 - 1.0  # exactly 0 for fixedsmall
     return lam, 0.5 * _u_minus_log1p(u)
 
 
@@ -252,7 +253,7 @@ def _terms_over_t(sched, model_fn, x0, rng, variants, decoder, mean_type, chunk,
                                       cdf=cdf).reshape(k, B).T
         mean_out, _ = _split_output(sched, xt, out, split_as)
         x0_hat = _predict_x0(sched, xt, t, mean_out, mean_type)  # (k*B, ...), unclipped
-        eps_hat = mean_out if mean_type == "eps" else eps_from_x0(sched, xt, t, x0_hat)
+        eps_hat = _eps_hat(sched, xt, t, mean_out, mean_type)
         mse[:, ts] = ((eps - eps_hat) ** 2).reshape(k, B, -1).mean(axis=2).T
         x0_clip = np.clip(x0_hat, -1.0, 1.0)
         x0_mse[:, ts] = ((x0_k - x0_clip) ** 2).reshape(k, B, -1).mean(axis=2).T
@@ -294,6 +295,7 @@ def bound_terms(sched, model_fn, x0, rng, *, variance="fixedlarge", clip_x0=Fals
     one = variants is None
     if one:
         variants = {None: (variance, clip_x0)}
+    check_choice("mean_type", mean_type, MEAN_TYPES)
     for v, _ in variants.values():
         check_choice("variance", v, VARIANCES)
     bar = None if not progress else ("bound_terms" if one else f"bound ({len(variants)} variants)")

@@ -8,8 +8,9 @@ Each objective returns (loss, d_output, eps_mse): the scalar minimised, its grad
 the network output (same shape as the output), and the per-example eps-MSE
 mean_i (eps - eps_theta)_i^2 (what the per-quartile training logs show, whatever the objective).
 
-* ``simple`` (Eq. 14): unweighted MSE between the network output and its target: eps for
-  mean_type="eps" (the paper's L_simple), x0 for "x0", mu_tilde (Eq. 7) for "mu".
+* ``simple`` (Eq. 14): unweighted MSE between the network output and its target, the
+  ``target`` of the mean type's row in ``ddpm_ref.diffusion.PARAMETRISATIONS``: eps for
+  mean_type="eps" (the paper's L_simple), x0 for "x0", mu_tilde (Eq. 7) for "mu", and so on.
 * ``vlb`` (Eq. 5): with t ~ U{1..T}, T L_{t-1} is an unbiased estimate of
   sum_{t=1}^T L_{t-1} (L_0 included, as the t = 1 term), i.e. of the whole bound minus L_T, which
   has no parameters. The loss is T mean_b L_{t_b - 1}(x0_b) in nats per example. With a learned
@@ -29,7 +30,7 @@ import math
 
 import numpy as np
 
-from ddpm_ref.diffusion import LEARNED_VARIANCES, eps_from_x0, predict_x0, q_posterior
+from ddpm_ref.diffusion import VARIANCE_TABLE, _eps_hat, regression_target
 from ddpm_ref.elbo import l_simple, vlb_term_and_grad
 
 OBJECTIVES = ("simple", "vlb", "hybrid")
@@ -43,12 +44,9 @@ def _mean_per_example(a: np.ndarray) -> np.ndarray:
 
 
 def simple_target(sched, x0, xt, t, eps, mean_type):
-    """What the network output regresses on under L_simple: eps, x0, or mu_tilde (Eq. 7)."""
-    if mean_type == "eps":
-        return eps
-    if mean_type == "x0":
-        return x0
-    return q_posterior(sched, x0, xt, t)[0]  # mu_tilde
+    """What the network output regresses on under L_simple: the ``PARAMETRISATIONS`` row's target
+    (eps, x0, mu_tilde of Eq. 7, ...)."""
+    return regression_target(sched, x0, xt, t, eps, mean_type)
 
 
 def _mse(target, pred):
@@ -60,11 +58,9 @@ def _mse(target, pred):
 
 
 def _eps_mse(sched, xt, t, eps, mean_out, mean_type, per_example_if_eps):
-    if mean_type == "eps":
+    if mean_type == "eps":  # the output is eps_theta: its MSE is the regression's own
         return per_example_if_eps
-    x0_hat = predict_x0(sched, xt, t, mean_out, mean_type)
-    eps_theta = eps_from_x0(sched, xt, t, x0_hat)
-    d = eps - eps_theta
+    d = eps - _eps_hat(sched, xt, t, mean_out, mean_type)
     return _mean_per_example(d * d)
 
 
@@ -95,7 +91,7 @@ def objective_loss(cfg, sched, x0, xt, t, eps, out):
         T = sched.T
         loss = T * float(nats.mean())
         d_out = d_nats * (T / B)
-        mean_out = out[:, :xt.shape[1]] if cfg.variance in LEARNED_VARIANCES else out
+        mean_out = out[:, :xt.shape[1]] if VARIANCE_TABLE[cfg.variance].learned else out
         eps_mse = _eps_mse(sched, xt, t, eps, mean_out, cfg.mean_type,
                            _mean_per_example((eps - mean_out) ** 2))
         return loss, d_out, eps_mse

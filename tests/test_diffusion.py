@@ -147,7 +147,8 @@ def test_three_mean_types_agree_on_the_true_x0(variance):
         np.testing.assert_allclose(predict_x0(SCHED, xt, t, out, mean_type), x0,
                                    rtol=1e-12, atol=1e-12)
         for clip in (False, True):  # x0 lies in [-1, 1], so clipping changes nothing
-            mu, _, _ = p_mean_var(SCHED, xt, t, out, mean_type, variance, clip_x0=clip)
+            mu, _, _ = p_mean_var(SCHED, xt, t, out, mean_type=mean_type, variance=variance,
+                                  clip_x0=clip)
             np.testing.assert_allclose(mu, mu_tilde, rtol=1e-12, atol=1e-12)
 
 
@@ -162,7 +163,7 @@ def test_clip_x0_uses_eq7_with_clipped_x0(mean_type):
     assert np.any(np.abs(x0_hat) > 1)  # the test exercises clipping
     clipped = predict_x0(SCHED, xt, t, out, mean_type, clip_x0=True)
     np.testing.assert_array_equal(clipped, np.clip(x0_hat, -1, 1))
-    mu, _, _ = p_mean_var(SCHED, xt, t, out, mean_type, clip_x0=True)
+    mu, _, _ = p_mean_var(SCHED, xt, t, out, mean_type=mean_type, clip_x0=True)
     np.testing.assert_allclose(mu, q_posterior(SCHED, clipped, xt, t)[0], rtol=1e-12, atol=1e-14)
 
 
