@@ -7,9 +7,10 @@ All maths in float64. ``t`` is always an int array of shape (B,) holding paper t
 (one per example); per-timestep coefficients are gathered with ``extract`` to (B, 1, ..., 1).
 
 Parametrisations of the reverse mean mu_theta(x_t, t), one row each in ``PARAMETRISATIONS``
-(the paper's Table 2 ablation): ``mean_type="eps"`` (predict eps, Eq. 11),
-``"x0"`` (predict x_0 and plug it into Eq. 7) and ``"mu"`` (predict mu_tilde directly). Reverse
-variances, one row each in ``VARIANCE_TABLE``: ``"fixedlarge"`` (sigma_t^2 =
+(the paper's Table 2 ablation has the first three): ``mean_type="eps"`` (predict eps, Eq. 11),
+``"x0"`` (predict x_0 and plug it into Eq. 7), ``"mu"`` (predict mu_tilde directly) and ``"v"``
+(Salimans & Ho 2022, v = sqrt(alpha_bar_t) eps - sqrt(1 - alpha_bar_t) x_0). Reverse variances, one
+row each in ``VARIANCE_TABLE``: ``"fixedlarge"`` (sigma_t^2 =
 beta_t), ``"fixedsmall"`` (sigma_t^2 = beta_tilde_t), ``"learned"`` (the paper's "learned diagonal
 Sigma" of Table 2: the network outputs v = log sigma_t^2 per dimension) and ``"learned_range"``
 (Nichol & Dhariwal: v interpolates between log beta_tilde_t and log beta_t). A learned variance
@@ -161,6 +162,30 @@ def _x0_from_mu(sched, xt, t, mu):
     return (mu - c2 * xt) / c1
 
 
+def _sqrt_ab(sched, t, ndim):
+    """(sqrt(alpha_bar_t), sqrt(1 - alpha_bar_t)), each (B, 1, ..., 1)."""
+    return (np.sqrt(_coef(sched, "alpha_bar", t, ndim)),
+            np.sqrt(_coef(sched, "one_minus_alpha_bar", t, ndim)))
+
+
+def _v_target(sched, x0, xt, t, eps):
+    # Salimans & Ho (2022): v = sqrt(alpha_bar_t) eps - sqrt(1 - alpha_bar_t) x0
+    sa, so = _sqrt_ab(sched, t, x0.ndim)
+    return sa * eps - so * x0
+
+
+def _x0_from_v(sched, xt, t, v):
+    # x0 = sqrt(alpha_bar_t) x_t - sqrt(1 - alpha_bar_t) v (Eq. 4 and the definition of v)
+    sa, so = _sqrt_ab(sched, t, xt.ndim)
+    return sa * xt - so * v
+
+
+def _eps_from_v(sched, xt, t, v):
+    # eps = sqrt(1 - alpha_bar_t) x_t + sqrt(alpha_bar_t) v
+    sa, so = _sqrt_ab(sched, t, xt.ndim)
+    return so * xt + sa * v
+
+
 PARAMETRISATIONS = {
     "eps": Parametrisation(  # Eq. (11)
         target=lambda sched, x0, xt, t, eps: eps,
@@ -179,6 +204,11 @@ PARAMETRISATIONS = {
         x0=_x0_from_mu,
         x0_gain=lambda sched, t, nd: 1.0 / _coef(sched, "posterior_mean_coef1", t, nd),
         mu=lambda sched, xt, t, out: out, eps=None),
+    "v": Parametrisation(  # Salimans & Ho (2022)
+        target=_v_target,
+        x0=_x0_from_v,
+        x0_gain=lambda sched, t, nd: -_sqrt_ab(sched, t, nd)[1],
+        mu=None, eps=_eps_from_v),
 }
 MEAN_TYPES = tuple(PARAMETRISATIONS)
 
@@ -213,7 +243,7 @@ def _eps_hat(sched, xt, t, out, mean_type, x0_hat=None):
 
 
 def regression_target(sched, x0, xt, t, eps, mean_type):
-    """What the output regresses on under L_simple (Eq. 14 for eps): eps, x0, mu_tilde."""
+    """What the output regresses on under L_simple (Eq. 14 for eps): eps, x0, mu_tilde, v."""
     return parametrisation(mean_type).target(sched, x0, xt, t, eps)
 
 
@@ -296,7 +326,8 @@ def predict_x0(sched, xt, t, model_output, mean_type="eps", clip_x0=False):
     r"""The network's estimate of x_0 from its (mean) output under each parametrisation.
 
     eps: x0_hat = (x_t - sqrt(1 - alpha_bar_t) eps_theta) / sqrt(alpha_bar_t) (Eq. 4 inverted);
-    x0: the output itself; mu: Eq. (7) solved for x_0. ``clip_x0`` clips x0_hat to [-1, 1].
+    x0: the output itself; mu: Eq. (7) solved for x_0; v: sqrt(alpha_bar_t) x_t
+    - sqrt(1 - alpha_bar_t) v. ``clip_x0`` clips x0_hat to [-1, 1].
 
     Args:
         xt: (B, ...). t: int (B,). model_output: (B, ...) same shape as xt (the mean part only).
@@ -326,7 +357,7 @@ def p_mean_var(sched, xt, t, model_output, *, mean_type="eps", variance="fixedla
                clip_x0=False):
     r"""Mean and variance of the reverse step p_theta(x_{t-1} | x_t) = N(mu_theta, sigma_t^2 I).
 
-    Paper: Eq. (1) and §3.2. mean_type "eps" uses Eq. (11); "x0" plugs x0_hat into Eq. (7);
+    Paper: Eq. (1) and §3.2. mean_type "eps" uses Eq. (11); "x0" and "v" plug x0_hat into Eq. (7);
     "mu" takes the output as mu_theta (see ``PARAMETRISATIONS``). variance: see
     :func:`fixed_variance`; the learned ones read v from the second half of axis 1 of the output:
     ``learned`` (Table 2's "learned diagonal Sigma") sets log sigma^2 = v, and ``learned_range``

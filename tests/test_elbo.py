@@ -4,7 +4,14 @@ import numpy as np
 import pytest
 from scipy.special import ndtr
 
-from ddpm_ref.diffusion import LEARNED_VARIANCES, MEAN_TYPES, VARIANCES, q_posterior, q_sample
+from ddpm_ref.diffusion import (
+    LEARNED_VARIANCES,
+    MEAN_TYPES,
+    VARIANCES,
+    q_posterior,
+    q_sample,
+    regression_target,
+)
 from ddpm_ref.elbo import (
     bits_per_dim,
     decoder_nll,
@@ -250,7 +257,8 @@ def test_vlb_term_and_grad_matches_finite_differences(mean_type, variance, clip_
     x0 = grid_data(rng, (6, 2, 2, 2))
     xt = q_sample(SCHED, x0, t, rng.standard_normal(x0.shape))
     eps = rng.standard_normal(x0.shape)
-    base = {"eps": eps, "x0": x0 + 0.05 * eps, "mu": q_posterior(SCHED, x0, xt, t)[0] + 0.01 * eps}
+    base = {"eps": eps, "x0": x0 + 0.05 * eps, "mu": q_posterior(SCHED, x0, xt, t)[0] + 0.01 * eps,
+            "v": regression_target(SCHED, x0, xt, t, eps, "v")}
     out = base[mean_type] + 0.1 * rng.standard_normal(x0.shape)
     if variance in LEARNED_VARIANCES:
         out = np.concatenate([out, _learned_v(variance, t, rng, x0.shape)], axis=1)  # (6, 4, 2, 2)

@@ -196,6 +196,43 @@ def test_interpolate_endpoints_and_shared_noise():
     assert img.shape == (3, 1, 4, 4)
 
 
+def _as_mean_type(sched, eps_fn, mean_type):
+    """The model_fn of another parametrisation that carries the same x0_hat as eps_fn."""
+    from ddpm_ref.diffusion import regression_target, x0_from_eps
+
+    def model_fn(xt, t):
+        eps = eps_fn(xt, t)
+        x0_hat = x0_from_eps(sched, xt, t, eps)
+        return regression_target(sched, x0_hat, xt, t, eps, mean_type)
+
+    return model_fn
+
+
+@pytest.mark.parametrize("mean_type", ["x0", "mu", "v"])
+def test_every_mean_type_samples_as_eps_on_the_mixture_oracle(mean_type):
+    # the exact eps* of a Gaussian mixture rewritten as each parametrisation's output (same
+    # x0_hat) gives the same chain: ancestral (Algorithm 2), DDIM eta = 0 and eta = 1/2, and a
+    # respaced DDIM; differences are rounding amplified by at most 1 / sqrt(abar_T) per step
+    from ddpm_ref.analytic import oracle_model_fn
+    from ddpm_ref.data.toy2d import GMM
+
+    sched = make_schedule("linear", 60, beta_start=1e-3, beta_end=0.2)
+    eps_fn = oracle_model_fn(sched, GMM)
+    other = _as_mean_type(sched, eps_fn, mean_type)
+    kw = dict(clip_x0=False)
+    a = sampling.sample(sched, eps_fn, (50, 2), np.random.default_rng(3), **kw)
+    b = sampling.sample(sched, other, (50, 2), np.random.default_rng(3), mean_type=mean_type, **kw)
+    np.testing.assert_allclose(b, a, rtol=1e-8, atol=1e-9)
+    # respacing keeps alpha_bar, so eps, x0 and v outputs keep their meaning; a "mu" output is
+    # the posterior mean towards the ORIGINAL previous step and cannot be respaced
+    runs = ((sched, 0.0), (sched, 0.5)) + (((sched.respace(12), 0.0),) if mean_type != "mu" else ())
+    for s_, eta in runs:  # model_fn is called with original steps
+        a = sampling.ddim_sample(s_, eps_fn, (50, 2), np.random.default_rng(4), eta=eta)
+        b = sampling.ddim_sample(s_, other, (50, 2), np.random.default_rng(4), eta=eta,
+                                 mean_type=mean_type)
+        np.testing.assert_allclose(b, a, rtol=1e-8, atol=1e-9)
+
+
 def test_learned_range_output_is_accepted():
     model_fn = lambda xt, t: np.concatenate([0.1 * xt, np.zeros_like(xt)], axis=1)  # v = 0
     sched = make_schedule("linear", 10, beta_end=0.2)
@@ -233,7 +270,7 @@ def test_learned_variance_at_log_beta_samples_as_fixedlarge():
         (lambda f, r: sampling.sample(SCHED, f, 5, r), "shape:"),
         (lambda f, r: sampling.sample(SCHED, "net", (2, 2), r), "model_fn:"),
         (lambda f, r: sampling.sample(SCHED, f, (2, 2), 0), "rng:"),
-        (lambda f, r: sampling.sample(SCHED, f, (2, 2), r, mean_type="v"), "mean_type:"),
+        (lambda f, r: sampling.sample(SCHED, f, (2, 2), r, mean_type="velocity"), "mean_type:"),
         (lambda f, r: sampling.sample(SCHED, f, (2, 2), r, variance="big"), "variance:"),
         (lambda f, r: sampling.sample(SCHED, f, (2, 2), r, trace_steps=[1001]), "trace_steps:"),
         (lambda f, r: sampling.sample(SCHED, f, (2, 2), r, trace_steps=[]), "trace_steps:"),
