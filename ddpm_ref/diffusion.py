@@ -57,6 +57,10 @@ def q_sample(sched, x0, t, eps):
     x0 = check_x("x0", x0)
     t = check_t(sched, t, x0.shape[0])
     eps = check_like("eps", eps, "x0", x0.shape)
+    return _q_sample(sched, x0, t, eps)
+
+
+def _q_sample(sched, x0, t, eps):
     alpha_bar = extract(sched.alpha_bar, t, x0.ndim)  # (B, 1, ..., 1)
     one_minus = extract(sched.one_minus_alpha_bar, t, x0.ndim)
     return np.sqrt(alpha_bar) * x0 + np.sqrt(one_minus) * eps

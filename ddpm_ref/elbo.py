@@ -31,10 +31,10 @@ from ddpm_ref.diffusion import (
     _p_mean_var,
     _posterior_mean,
     _predict_x0,
+    _q_sample,
     _split_output,
     _x0_gain,
     fixed_variance,
-    q_sample,
 )
 from ddpm_ref.distributions import (  # noqa: F401 (normal_kl, the decoder: re-exported)
     DECODERS,
@@ -91,6 +91,13 @@ def _vlb(sched, x0, xt, t, model_output, mean_type, variance, clip_x0, decoder, 
     check_choice("decoder", decoder, DECODERS)
     check_choice("mean_type", mean_type, MEAN_TYPES)
     check_choice("variance", variance, VARIANCES)
+    return _vlb_core(sched, x0, xt, t, model_output, mean_type, variance, clip_x0, decoder, cdf,
+                     want_grad, stop_grad_mean)
+
+
+def _vlb_core(sched, x0, xt, t, model_output, mean_type, variance, clip_x0, decoder, cdf,
+              want_grad, stop_grad_mean=False):
+    """_vlb on checked inputs (float64 arrays, t int64 in 1..T, known option names)."""
     mu, _, log_var = _p_mean_var(sched, xt, t, model_output, mean_type, variance, clip_x0)
     learned = VARIANCE_TABLE[variance].learned  # log_var (B, ...) if learned, else (B, 1, ..., 1)
     nats = np.empty(xt.shape[0])
@@ -207,15 +214,12 @@ def l_simple(eps, eps_theta):
     """
     eps = check_x("eps", eps)
     eps_theta = check_x("eps_theta", eps_theta, shape=eps.shape)
+    return _l_simple(eps, eps_theta)
+
+
+def _l_simple(eps, eps_theta):
     diff = eps_theta - eps
     return float(np.mean(diff**2)), 2.0 * diff / diff.size
-
-
-def l_simple_per_example(eps, eps_theta):
-    """Per-example (eps - eps_theta)^2 averaged over dimensions, shape (B,) (for logging per t)."""
-    eps = check_x("eps", eps)
-    eps_theta = check_x("eps_theta", eps_theta, shape=eps.shape)
-    return ((eps - eps_theta) ** 2).reshape(eps.shape[0], -1).mean(axis=1)
 
 
 # ---- the whole bound: the sum over t, and its one-t estimate ----
@@ -245,12 +249,12 @@ def _terms_over_t(sched, model_fn, x0, rng, variants, decoder, mean_type, chunk,
         t = np.repeat(ts, B)  # (k*B,) timestep-major
         x0_k = np.broadcast_to(x0, (k,) + x0.shape).reshape((k * B,) + x0.shape[1:])
         eps = rng.standard_normal((k * B,) + x0.shape[1:])  # (k*B, ...)
-        xt = q_sample(sched, x0_k, t, eps)  # Eq. (4)
+        xt = _q_sample(sched, x0_k, t, eps)  # Eq. (4)
         out = np.asarray(model_fn(xt, sched.timesteps[t]), dtype=np.float64)  # ONE call
         for name, (variance, clip_x0) in variants.items():
-            L[name][:, ts] = vlb_term(sched, x0_k, xt, t, out, variance=variance,
-                                      clip_x0=clip_x0, decoder=decoder, mean_type=mean_type,
-                                      cdf=cdf).reshape(k, B).T
+            nats, _ = _vlb_core(sched, x0_k, xt, t, out, mean_type, variance, clip_x0, decoder,
+                                cdf, False)
+            L[name][:, ts] = nats.reshape(k, B).T
         mean_out, _ = _split_output(sched, xt, out, split_as)
         x0_hat = _predict_x0(sched, xt, t, mean_out, mean_type)  # (k*B, ...), unclipped
         eps_hat = _eps_hat(sched, xt, t, mean_out, mean_type)
@@ -321,11 +325,13 @@ def bound_estimate(sched, model_fn, x0, rng, *, variance="fixedlarge", clip_x0=F
     x0 = check_x("x0", x0)
     check_rng(rng)
     check_choice("decoder", decoder, DECODERS)
+    check_choice("mean_type", mean_type, MEAN_TYPES)
+    check_choice("variance", variance, VARIANCES)
     B = x0.shape[0]
     t = rng.integers(1, sched.T + 1, size=B)  # (B,)
     eps = rng.standard_normal(x0.shape)
-    xt = q_sample(sched, x0, t, eps)
+    xt = _q_sample(sched, x0, t, eps)  # Eq. (4)
     out = np.asarray(model_fn(xt, sched.timesteps[t]), dtype=np.float64)
-    terms = vlb_term(sched, x0, xt, t, out, variance=variance, clip_x0=clip_x0, decoder=decoder,
-                     mean_type=mean_type)
+    terms, _ = _vlb_core(sched, x0, xt, t, out, mean_type, variance, clip_x0, decoder, "exact",
+                         False)
     return prior_kl(sched, x0) + sched.T * terms

@@ -30,8 +30,9 @@ import math
 
 import numpy as np
 
-from ddpm_ref.diffusion import VARIANCE_TABLE, _eps_hat, regression_target
-from ddpm_ref.elbo import l_simple, vlb_term_and_grad
+from ddpm_ref._checks import check_t, check_x
+from ddpm_ref.diffusion import PARAMETRISATIONS, VARIANCE_TABLE, _eps_hat, regression_target
+from ddpm_ref.elbo import _vlb_core, l_simple
 
 OBJECTIVES = ("simple", "vlb", "hybrid")
 
@@ -74,20 +75,22 @@ def objective_loss(cfg, sched, x0, xt, t, eps, out):
     Returns:
         (loss: float, d_out: float64 like out, eps_mse: (B,) per-example eps-MSE).
     """
-    out = out.astype(np.float64, copy=False)
+    xt = check_x("xt", xt)  # checked once here; the cores below do not check again
+    t = check_t(sched, t, xt.shape[0])
+    x0 = check_x("x0", x0, shape=xt.shape)
+    eps = check_x("eps", eps, shape=xt.shape)
+    out = out.astype(np.float64, copy=False)  # its shape and values: l_simple / _split_output
     B = out.shape[0]
     if cfg.objective == "simple":
         # Eq. (14): L_simple = E || eps - eps_theta(sqrt(abar) x0 + sqrt(1 - abar) eps, t) ||^2
-        target = simple_target(sched, x0, xt, t, eps, cfg.mean_type)
+        target = PARAMETRISATIONS[cfg.mean_type].target(sched, x0, xt, t, eps)
         loss, d_out, per_ex = _mse(target, out)
         return loss, d_out, _eps_mse(sched, xt, t, eps, out, cfg.mean_type, per_ex)
 
     if cfg.objective == "vlb":
         # Eq. (5): T L_{t-1} with t ~ U{1..T} estimates sum_t L_{t-1} without bias
-        nats, d_nats = vlb_term_and_grad(
-            sched, x0, xt, t, out, variance=cfg.variance, clip_x0=False,
-            decoder=cfg.decoder, mean_type=cfg.mean_type,
-        )  # (B,), (B, ...)
+        nats, d_nats = _vlb_core(sched, x0, xt, t, out, cfg.mean_type, cfg.variance, False,
+                                 cfg.decoder, "exact", True)  # (B,), (B, ...): vlb_term_and_grad
         T = sched.T
         loss = T * float(nats.mean())
         d_out = d_nats * (T / B)
@@ -100,12 +103,11 @@ def objective_loss(cfg, sched, x0, xt, t, eps, out):
     # (cfg.variance is a learned one: TrainConfig allows learned_range only)
     C = xt.shape[1]
     mean_out = out[:, :C]  # (B, C, ...)
-    target = simple_target(sched, x0, xt, t, eps, cfg.mean_type)
+    target = PARAMETRISATIONS[cfg.mean_type].target(sched, x0, xt, t, eps)
     l_simple, d_mean, per_ex = _mse(target, mean_out)
-    nats, d_nats = vlb_term_and_grad(
-        sched, x0, xt, t, out, variance=cfg.variance, clip_x0=False,
-        decoder=cfg.decoder, mean_type=cfg.mean_type, stop_grad_mean=True,
-    )  # (B,), (B, 2C, ...) with zeros in the mean half
+    nats, d_nats = _vlb_core(sched, x0, xt, t, out, cfg.mean_type, cfg.variance, False,
+                             cfg.decoder, "exact", True, stop_grad_mean=True)
+    # (B,), (B, 2C, ...) with zeros in the mean half
     D = int(np.prod(xt.shape[1:]))
     w = cfg.hybrid_lambda * sched.T / (D * math.log(2.0))  # nats -> bits/dim, times lambda T
     loss = l_simple + w * float(nats.mean())
