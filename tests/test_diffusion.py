@@ -45,6 +45,26 @@ def test_eq2_composed_equals_eq4_exact():
         np.testing.assert_allclose(np.sum(coef[0, 1:] ** 2), 1 - sched.alpha_bar[t], rtol=1e-12)
 
 
+def test_eq2_q_step_with_given_noise():
+    # Eq. (2) with a given eps: x_t = sqrt(1 - beta_t) x_{t-1} + sqrt(beta_t) eps (the sign of the
+    # noise is invisible to the moment checks, not to this one)
+    rng = np.random.default_rng(30)
+    x_prev, eps = rng.standard_normal((5, 3)), rng.standard_normal((5, 3))
+    t = np.array([1, 2, 50, 999, 1000])
+    beta = SCHED.beta[t][:, None]
+    want = np.sqrt(1 - beta) * x_prev + np.sqrt(beta) * eps
+    np.testing.assert_allclose(q_step(SCHED, x_prev, t, eps), want, rtol=1e-14, atol=1e-15)
+
+
+def test_fixedlarge_sigma1_is_beta_tilde_2_at_T2():
+    # Ho et al.'s sigma_1^2 = beta_tilde_2 holds from the smallest T where beta_tilde_2 exists
+    sched = make_schedule("linear", 2, beta_start=0.1, beta_end=0.3)
+    s2, log_s2 = fixed_variance(sched, "fixedlarge")
+    bt2 = (1 - sched.alpha_bar[1]) / (1 - sched.alpha_bar[2]) * sched.beta[2]  # Eq. (7)
+    np.testing.assert_allclose([s2[1], s2[2]], [bt2, 0.3], rtol=1e-14)
+    np.testing.assert_allclose(log_s2[1:], np.log([bt2, 0.3]), rtol=1e-14)
+
+
 def test_eq2_composed_equals_eq4_monte_carlo():
     sched = make_schedule("linear", 50, beta_end=0.05)
     rng = np.random.default_rng(0)

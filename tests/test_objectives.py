@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ddpm_ref.diffusion import q_sample
-from ddpm_ref.elbo import vlb_term
+from ddpm_ref.diffusion import eps_from_x0, predict_x0, q_posterior, q_sample
+from ddpm_ref.elbo import l_simple, vlb_term
 from ddpm_ref.objectives import objective_loss
 from ddpm_ref.schedule import make_schedule
 from ddpm_ref.train import TrainConfig
@@ -38,7 +38,38 @@ def _num_grad(cfg, x0, xt, t, eps, out, h=1e-6):
     return num
 
 
-@pytest.mark.parametrize("mean_type", ["eps", "x0", "mu"])
+def _paper_target(x0, xt, t, eps, mean_type):
+    """The regression target of each parametrisation, written out independently of the table."""
+    ab, omab = SCHED.alpha_bar[t][:, None], SCHED.one_minus_alpha_bar[t][:, None]
+    return {"eps": eps, "x0": x0, "mu": q_posterior(SCHED, x0, xt, t)[0],
+            "v": np.sqrt(ab) * eps - np.sqrt(omab) * x0}[mean_type]
+
+
+@pytest.mark.parametrize("mean_type", ["eps", "x0", "mu", "v"])
+def test_eq14_simple_objective_regresses_on_the_paper_target(mean_type):
+    # L_simple with each mean type is Eq. (14)'s MSE against that type's target (eps for the
+    # paper's; x0; mu_tilde of Eq. 7; v), and its eps-MSE log is the implied noise's MSE
+    x0, t, eps, xt, rng = _batch()
+    out = rng.standard_normal(x0.shape)
+    loss, d, eps_mse = objective_loss(_cfg(mean_type=mean_type), SCHED, x0, xt, t, eps, out)
+    ref_loss, ref_d = l_simple(_paper_target(x0, xt, t, eps, mean_type), out)
+    assert loss == pytest.approx(ref_loss, rel=1e-12)
+    np.testing.assert_allclose(d, ref_d, rtol=1e-12)
+    eps_hat = eps_from_x0(SCHED, xt, t, predict_x0(SCHED, xt, t, out, mean_type))
+    np.testing.assert_allclose(eps_mse, ((eps - eps_hat) ** 2).mean(axis=1), rtol=1e-9)
+
+
+@pytest.mark.parametrize("mean_type", ["eps", "x0", "mu", "v"])
+def test_eq5_vlb_objective_logs_the_implied_eps_mse(mean_type):
+    x0, t, eps, xt, rng = _batch(seed=1)
+    out = rng.standard_normal(x0.shape)
+    cfg = _cfg(objective="vlb", mean_type=mean_type)
+    _, _, eps_mse = objective_loss(cfg, SCHED, x0, xt, t, eps, out)
+    eps_hat = eps_from_x0(SCHED, xt, t, predict_x0(SCHED, xt, t, out, mean_type))
+    np.testing.assert_allclose(eps_mse, ((eps - eps_hat) ** 2).mean(axis=1), rtol=1e-9)
+
+
+@pytest.mark.parametrize("mean_type", ["eps", "x0", "mu", "v"])
 def test_eq5_vlb_objective_with_learned_diagonal_sigma(mean_type):
     # Table 2's "L, learned diagonal Sigma": the true bound trains the mean and v = log sigma_t^2
     x0, t, eps, xt, rng = _batch()
