@@ -290,24 +290,12 @@ def test_vlb_grad_gaussian_decoder(variance):
                                          (1.5, 2.0)])
 def test_eq13_gradient_matches_finite_differences(mean, sigma):
     # the decoder's gradient in every regime, through vlb_term at t = 1 with mean_type "mu"
-    # (mu_theta = output) and learned_range (log sigma^2 linear in v)
-    sched = make_schedule("linear", 10)
-    x0 = GRID[[0, 3, 127, 128, 200, 255]][:, None]  # (6, 1)
-    t = np.ones(6, dtype=int)
-    log_min, log_max = sched.log_beta_tilde_clipped[1], np.log(sched.beta[1])
-    v = 2 * (2 * np.log(sigma) - log_min) / (log_max - log_min) - 1  # so that sigma_1 = sigma
-    out = np.concatenate([np.full((6, 1), mean), np.full((6, 1), v)], axis=1)
-    kw = dict(variance="learned_range", mean_type="mu")
-    _, grad = vlb_term_and_grad(sched, x0, x0, t, out, **kw)
-    assert np.all(np.isfinite(grad))
-    check_grad_per_example(lambda o: vlb_term(sched, x0, x0, t, o, **kw), out.copy(), grad)
-
-
-@pytest.mark.parametrize("mean, sigma", [(0.3, 1e-3), (-4.0, 0.5), (0.0, 0.05), (1.5, 2.0)])
-def test_eq13_gradient_wrt_learned_log_variance(mean, sigma):
-    # the paper's learned diagonal Sigma: v = log sigma_1^2 (log_scale = v / 2), so
-    # d L_0 / dv = 0.5 d L_0 / d log_scale; centred differences in v, and v = 2 log sigma
-    # reproduces the decoder at that scale exactly
+    # (mu_theta = output) and the learned diagonal Sigma (v = log sigma_1^2 = 2 log sigma, so
+    # d L_0 / dv = 0.5 d L_0 / d log_scale). Not learned_range: at T = 10 its range
+    # [log beta_tilde_2, log beta_1] is 0.04 wide, so sigma = 2 needs v = 502 and
+    # frac log beta_1 + (1 - frac) log beta_tilde_2 cancels two terms of ~2300 to 1.39, leaving
+    # ~1e-13 of rounding noise in L_0 that centred differences divide by 2h = 2e-5 (the
+    # 2.8e-6 failure seen with Python 3.10 / NumPy 2.2 was that noise, not the gradient).
     sched = make_schedule("linear", 10)
     x0 = GRID[[0, 3, 127, 128, 200, 255]][:, None]  # (6, 1)
     t = np.ones(6, dtype=int)
