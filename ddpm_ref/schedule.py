@@ -49,10 +49,12 @@ class Schedule:
         timesteps: int64 (T+1,); the step of the *original* schedule that step t of this one
             stands for (identity unless the schedule was respaced). Networks are conditioned on
             ``timesteps[t]``.
+        kind: the name it was made from (``make_schedule``), None for given betas; for its repr.
     """
 
     beta: np.ndarray
     timesteps: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
+    kind: str | None = None  # the make_schedule kind it came from (None: given betas)
 
     # derived in __post_init__
     T: int = field(init=False)
@@ -121,8 +123,17 @@ class Schedule:
         set_("posterior_mean_coef1", _readonly(coef1))
         set_("posterior_mean_coef2", _readonly(coef2))
 
+    def __repr__(self) -> str:
+        # short: kind, T, the beta range and alpha_bar_T (the arrays themselves are T+1 long)
+        kind = self.kind or "given betas"
+        if self.timesteps[-1] != self.T:
+            kind += f", respaced from T = {int(self.timesteps[-1])}"
+        b = self.beta[1:]
+        return (f"Schedule({kind}, T={self.T}, beta {b.min():.3g}..{b.max():.3g}, "
+                f"alpha_bar_T={self.alpha_bar[self.T]:.3g})")
+
     @classmethod
-    def from_betas(cls, betas) -> Schedule:
+    def from_betas(cls, betas, kind=None) -> Schedule:
         """A schedule from any user array of beta_1..beta_T (length T, no t = 0 entry)."""
         betas = np.asarray(betas)
         if betas.ndim != 1 or betas.shape[0] < 1:
@@ -133,7 +144,7 @@ class Schedule:
             betas.dtype, np.integer
         ):
             raise ValueError(f"betas: expected real numbers, got dtype {betas.dtype}")
-        return cls(np.concatenate([[np.nan], betas.astype(np.float64)]))
+        return cls(np.concatenate([[np.nan], betas.astype(np.float64)]), kind=kind)
 
     @property
     def alpha_bar_prev(self) -> np.ndarray:
@@ -167,7 +178,7 @@ class Schedule:
         ab_prev = np.concatenate([[1.0], ab[:-1]])
         beta = np.concatenate([[np.nan], 1.0 - ab / ab_prev])
         timesteps = np.concatenate([[0], self.timesteps[keep]])
-        return Schedule(beta, timesteps=timesteps)
+        return Schedule(beta, timesteps=timesteps, kind=self.kind)
 
 
 # ---- the named schedules: kind -> (beta_1..beta_T, the parameters that rescale it to any T) ----
@@ -258,7 +269,7 @@ def make_schedule(kind: str = "linear", T: int = 1000, **params) -> Schedule:
         raise ValueError(f"T: expected an integer >= 1, got {T}")
     if kind not in KINDS:
         raise ValueError(f"kind: expected one of {KINDS}, got {kind!r}")
-    return Schedule.from_betas(_betas(kind, int(T), **params))
+    return Schedule.from_betas(_betas(kind, int(T), **params), kind=kind)
 
 
 def scaled_schedule(kind: str, T: int):

@@ -86,6 +86,20 @@ def test_sigmoid_endpoints_monotone_and_symmetric():
     np.testing.assert_allclose(beta[1:] + beta[1:][::-1], b0 + b1, rtol=1e-14)
 
 
+def test_repr_is_short_and_informative():
+    sched = make_schedule("linear", 1000)
+    r = repr(sched)
+    assert r == (f"Schedule(linear, T=1000, beta 0.0001..0.02, "
+                 f"alpha_bar_T={sched.alpha_bar[1000]:.3g})")
+    assert "nan" not in r and len(r) < 100
+    r50 = repr(sched.respace(50))
+    assert r50.startswith("Schedule(linear, respaced from T = 1000, T=50, beta ")
+    assert "nan" not in r50
+    assert repr(Schedule.from_betas([0.1, 0.2])).startswith(
+        "Schedule(given betas, T=2, beta 0.1..0.2")
+    assert str(make_schedule("cosine", 10)).startswith("Schedule(cosine, T=10, ")
+
+
 def test_eq7_beta_tilde_and_its_clipped_log():
     sched = make_schedule("linear", 50)
     ab = sched.alpha_bar
