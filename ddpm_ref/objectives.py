@@ -30,9 +30,9 @@ import math
 
 import numpy as np
 
-from ddpm_ref._checks import check_t, check_x
+from ddpm_ref._checks import check_x
 from ddpm_ref.diffusion import PARAMETRISATIONS, VARIANCE_TABLE, _eps_hat, regression_target
-from ddpm_ref.elbo import _vlb_core, l_simple
+from ddpm_ref.elbo import _l_simple, _vlb_core
 
 OBJECTIVES = ("simple", "vlb", "hybrid")
 
@@ -53,7 +53,8 @@ def simple_target(sched, x0, xt, t, eps, mean_type):
 def _mse(target, pred):
     """Eq. (14)'s mean squared error and its gradient wrt pred (:func:`ddpm_ref.elbo.l_simple`),
     plus the per-example means over dimensions (for the per-t logs)."""
-    loss, d_pred = l_simple(target, pred)  # mean over all elements, 2 (pred - target) / size
+    pred = check_x("eps_theta", pred, shape=target.shape)  # l_simple's check of the output
+    loss, d_pred = _l_simple(target, pred)  # mean over all elements, 2 (pred - target) / size
     diff = pred - target  # (B, ...)
     return loss, d_pred, _mean_per_example(diff * diff)
 
@@ -70,16 +71,16 @@ def objective_loss(cfg, sched, x0, xt, t, eps, out):
 
     Args:
         cfg: a TrainConfig (objective, mean_type, variance, decoder, hybrid_lambda).
-        x0, xt, eps: (B, ...) float64; t: int (B,) in 1..T; out: the network output,
+        x0, xt, eps: (B, ...) float64; t: int64 (B,) in 1..T (as train() makes them: they are
+            not checked again here); out: the network output,
             (B, ...) or (B, 2C, ...) for a learned variance (any float dtype).
     Returns:
         (loss: float, d_out: float64 like out, eps_mse: (B,) per-example eps-MSE).
     """
-    xt = check_x("xt", xt)  # checked once here; the cores below do not check again
-    t = check_t(sched, t, xt.shape[0])
-    x0 = check_x("x0", x0, shape=xt.shape)
-    eps = check_x("eps", eps, shape=xt.shape)
-    out = out.astype(np.float64, copy=False)  # its shape and values: l_simple / _split_output
+    # The per-step core of Algorithm 1: train() made x0, xt, t and eps and checked the data once,
+    # so only the network output, the one input that can go bad mid-run, is checked (its shape and
+    # values, by _mse / _split_output); nothing is checked twice.
+    out = out.astype(np.float64, copy=False)
     B = out.shape[0]
     if cfg.objective == "simple":
         # Eq. (14): L_simple = E || eps - eps_theta(sqrt(abar) x0 + sqrt(1 - abar) eps, t) ||^2
