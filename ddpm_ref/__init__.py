@@ -5,7 +5,6 @@ is written by hand. Read next to the paper: docs/paper_map.md maps each numbered
 function, test and notebook section.
 """
 
-from ddpm_ref.bound import bound_estimate, bound_terms
 from ddpm_ref.checkpoint import load_checkpoint, save_checkpoint
 from ddpm_ref.diffusion import (
     eps_from_x0,
@@ -19,6 +18,8 @@ from ddpm_ref.diffusion import (
 )
 from ddpm_ref.elbo import (
     bits_per_dim,
+    bound_estimate,
+    bound_terms,
     decoder_nll,
     discretized_gaussian_log_likelihood,
     l_simple,

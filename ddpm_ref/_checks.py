@@ -1,8 +1,10 @@
 """Shared input validation and per-timestep gathering for the float64 maths modules.
 
-Every public function of ``diffusion.py``, ``elbo.py`` (and the samplers and trainer built on them)
-validates its arguments with these helpers, so a bad argument raises a ``ValueError`` whose message
-starts with the argument's name and says what was expected (docs/architecture.md, "Conventions").
+Every public function of ``diffusion.py``, ``elbo.py``, ``sampling.py``, ``analytic.py`` (and the
+trainer built on them) validates its arguments with these helpers, so a bad argument raises a
+``ValueError`` whose message starts with the argument's name and says what was expected
+(docs/architecture.md, "Conventions"). They run once, at the public boundary: internal calls go
+to the unchecked cores (the ``_name`` twins of the public functions).
 """
 
 from __future__ import annotations
@@ -82,6 +84,75 @@ def check_t(sched, t, B: int | None = None, t_min: int = 1) -> np.ndarray:
             f"t: expected integers in {t_min}..{sched.T}, got min {t.min()}, max {t.max()}"
         )
     return t.astype(np.int64, copy=False)
+
+
+def check_int(name: str, value, lo: int, hi: int | None = None) -> int:
+    """An integer (not a bool) in lo..hi (or >= lo), as int."""
+    bad = isinstance(value, bool) or not isinstance(value, (int, np.integer))
+    if bad or value < lo or (hi is not None and value > hi):
+        want = f"in {lo}..{hi}" if hi is not None else f">= {lo}"
+        raise ValueError(f"{name}: expected an integer {want}, got {value!r}")
+    return int(value)
+
+
+def check_shape(shape) -> tuple:
+    """A batch shape: a non-empty tuple of integers >= 1."""
+    try:
+        shape = tuple(shape)
+    except TypeError:
+        shape = None
+    if not shape or any(
+        isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 1 for s in shape
+    ):
+        raise ValueError(f"shape: expected a tuple of integers >= 1 like (B, 2), got {shape!r}")
+    return tuple(int(s) for s in shape)
+
+
+def check_model_fn(model_fn):
+    """A callable model_fn(xt, t) (docs/architecture.md)."""
+    if not callable(model_fn):
+        raise ValueError(f"model_fn: expected a callable model_fn(xt, t), got {model_fn!r}")
+    return model_fn
+
+
+def check_trace_steps(trace_steps, t_start: int):
+    """Sorted (descending) unique steps in 0..t_start to record, or None."""
+    if trace_steps is None:
+        return None
+    steps = np.unique(np.asarray(list(trace_steps)))
+    if steps.size == 0 or not np.issubdtype(steps.dtype, np.integer):
+        raise ValueError(f"trace_steps: expected integers in 0..{t_start}, got {steps!r}")
+    if steps.min() < 0 or steps.max() > t_start:
+        raise ValueError(f"trace_steps: expected integers in 0..{t_start}, got {steps.tolist()}")
+    return steps[::-1].astype(np.int64)  # sampling order, T first
+
+
+def check_points(name: str, x, D: int) -> np.ndarray:
+    """Real points of shape (B, D), B >= 1, finite; returned as float64 (a copy)."""
+    x = np.asarray(x)
+    if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
+        raise ValueError(f"{name}: expected real numbers, got dtype {x.dtype}")
+    if x.ndim != 2 or x.shape[1] != D or x.shape[0] < 1:
+        raise ValueError(f"{name}: expected shape (B, {D}), got {x.shape}")
+    x = x.astype(np.float64)
+    if not np.all(np.isfinite(x)):
+        raise ValueError(f"{name}: expected finite values")
+    return x
+
+
+def check_t_or_scalar(sched, t, B: int, lo: int) -> np.ndarray:
+    """t as int64 (B,) in lo..T, a scalar broadcast to (B,) (the closed-form functions' t)."""
+    t = np.asarray(t)
+    if not np.issubdtype(t.dtype, np.integer) or t.dtype == np.bool_:
+        raise ValueError(f"t: expected integers in {lo}..{sched.T}, got dtype {t.dtype}")
+    t = np.broadcast_to(t, (B,)) if t.ndim == 0 else t
+    if t.shape != (B,):
+        raise ValueError(f"t: expected shape ({B},) or a scalar, got {t.shape}")
+    if t.min() < lo or t.max() > sched.T:
+        raise ValueError(
+            f"t: expected integers in {lo}..{sched.T}, got min {t.min()}, max {t.max()}"
+        )
+    return t.astype(np.int64)
 
 
 def check_rng(rng) -> np.random.Generator:

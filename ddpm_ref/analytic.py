@@ -24,7 +24,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy.special import logsumexp
 
+from ddpm_ref._checks import check_int, check_points, check_rng, check_t_or_scalar
+from ddpm_ref.diffusion import FIXED_VARIANCES
 from ddpm_ref.schedule import Schedule
 
 _LOG_2PI = float(np.log(2.0 * np.pi))
@@ -106,8 +109,8 @@ class GaussianMixture:
 
     def sample(self, n: int, rng: np.random.Generator, return_labels: bool = False):
         """n i.i.d. draws, (n, D) float64 (and the component labels (n,) int64 if asked)."""
-        _check_rng(rng)
-        _check_count("n", n)
+        check_rng(rng)
+        check_int("n", n, 1)
         labels = rng.choice(self.K, size=n, p=self.weights)  # (n,)
         z = rng.standard_normal((n, self.D))  # (n, D)
         # x = m_k + U_k diag(sqrt(lam_k)) z  has covariance U_k diag(lam_k) U_k^T = S_k
@@ -117,53 +120,17 @@ class GaussianMixture:
         return (x, labels.astype(np.int64)) if return_labels else x
 
 
-def _check_rng(rng) -> None:
-    if not isinstance(rng, np.random.Generator):
-        raise ValueError(f"rng: expected a numpy.random.Generator, got {type(rng).__name__}")
+# ddpm_ref/data/toy2d.py still imports these two names from here; they are the _checks helpers
+_check_rng = check_rng
 
 
 def _check_count(name: str, n) -> None:
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"{name}: expected an integer >= 1, got {n!r}")
+    check_int(name, n, 1)
 
 
 def _check_gmm(gmm) -> None:
     if not isinstance(gmm, GaussianMixture):
         raise ValueError(f"gmm: expected a GaussianMixture, got {type(gmm).__name__}")
-
-
-def _check_x(name: str, x, D: int) -> np.ndarray:
-    x = np.asarray(x)
-    if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
-        raise ValueError(f"{name}: expected real numbers, got dtype {x.dtype}")
-    if x.ndim != 2 or x.shape[1] != D or x.shape[0] < 1:
-        raise ValueError(f"{name}: expected shape (B, {D}), got {x.shape}")
-    x = x.astype(np.float64)
-    if not np.all(np.isfinite(x)):
-        raise ValueError(f"{name}: expected finite values")
-    return x
-
-
-def _check_t(sched: Schedule, t, B: int, lo: int) -> np.ndarray:
-    """t as int64 (B,) in lo..T (a scalar is broadcast)."""
-    t = np.asarray(t)
-    if not np.issubdtype(t.dtype, np.integer) or t.dtype == np.bool_:
-        raise ValueError(f"t: expected integers in {lo}..{sched.T}, got dtype {t.dtype}")
-    t = np.broadcast_to(t, (B,)) if t.ndim == 0 else t
-    if t.shape != (B,):
-        raise ValueError(f"t: expected shape ({B},) or a scalar, got {t.shape}")
-    if t.min() < lo or t.max() > sched.T:
-        raise ValueError(
-            f"t: expected integers in {lo}..{sched.T}, got min {t.min()}, max {t.max()}"
-        )
-    return t.astype(np.int64)
-
-
-def _logsumexp(a, axis, keepdims=False):
-    """log sum exp(a) along axis, shifted by the max for stability."""
-    m = np.max(a, axis=axis, keepdims=True)
-    out = m + np.log(np.sum(np.exp(a - m), axis=axis, keepdims=True))
-    return out if keepdims else np.squeeze(out, axis=axis)
 
 
 def _components(gmm: GaussianMixture, x, abar, omab):
@@ -193,9 +160,9 @@ def _components(gmm: GaussianMixture, x, abar, omab):
 def log_density(gmm: GaussianMixture, x) -> np.ndarray:
     """Exact log-density log q(x_0) in nats, (B,), of points x (B, D)."""
     _check_gmm(gmm)
-    x = _check_x("x", x, gmm.D)
+    x = check_points("x", x, gmm.D)
     log_joint, _ = _components(gmm, x, np.ones(x.shape[0]), np.zeros(x.shape[0]))
-    return _logsumexp(log_joint, axis=1)
+    return logsumexp(log_joint, axis=1)
 
 
 def exact_nll(gmm: GaussianMixture, x0) -> np.ndarray:
@@ -206,7 +173,7 @@ def exact_nll(gmm: GaussianMixture, x0) -> np.ndarray:
 def q_xt(sched: Schedule, gmm: GaussianMixture, t: int) -> GaussianMixture:
     r"""The marginal q(x_t) (Eq. 4 applied to each component), a GaussianMixture; t in 0..T."""
     _check_gmm(gmm)
-    t = int(_check_t(sched, t, 1, lo=0)[0])
+    t = int(check_t_or_scalar(sched, t, 1, lo=0)[0])
     abar = sched.alpha_bar[t]
     covs = abar * gmm.covs + sched.one_minus_alpha_bar[t] * np.eye(gmm.D)[None]  # (K, D, D)
     return GaussianMixture(gmm.weights, np.sqrt(abar) * gmm.means, covs)
@@ -215,10 +182,10 @@ def q_xt(sched: Schedule, gmm: GaussianMixture, t: int) -> GaussianMixture:
 def log_q_xt(sched: Schedule, gmm: GaussianMixture, xt, t) -> np.ndarray:
     """log q(x_t) in nats, (B,), for xt (B, D) and t (B,) or scalar in 0..T (t = 0: the data)."""
     _check_gmm(gmm)
-    xt = _check_x("xt", xt, gmm.D)
-    t = _check_t(sched, t, xt.shape[0], lo=0)
+    xt = check_points("xt", xt, gmm.D)
+    t = check_t_or_scalar(sched, t, xt.shape[0], lo=0)
     log_joint, _ = _components(gmm, xt, sched.alpha_bar[t], sched.one_minus_alpha_bar[t])
-    return _logsumexp(log_joint, axis=1)
+    return logsumexp(log_joint, axis=1)
 
 
 def eps_star(sched: Schedule, gmm: GaussianMixture, xt, t) -> np.ndarray:
@@ -232,24 +199,24 @@ def eps_star(sched: Schedule, gmm: GaussianMixture, xt, t) -> np.ndarray:
         xt: (B, D). t: (B,) ints in 1..T of ``sched`` (or a scalar).
     """
     _check_gmm(gmm)
-    xt = _check_x("xt", xt, gmm.D)
-    t = _check_t(sched, t, xt.shape[0], lo=1)
+    xt = check_points("xt", xt, gmm.D)
+    t = check_t_or_scalar(sched, t, xt.shape[0], lo=1)
     return _eps_star(gmm, xt, sched.alpha_bar[t], sched.one_minus_alpha_bar[t])
 
 
 def _eps_star(gmm: GaussianMixture, xt, abar, omab) -> np.ndarray:
     """eps* at xt (B, D) with abar, omab (B,) per example (see _components)."""
     log_joint, w = _components(gmm, xt, abar, omab)
-    resp = np.exp(log_joint - _logsumexp(log_joint, axis=1, keepdims=True))  # (B, K), r_k(x_t)
+    resp = np.exp(log_joint - logsumexp(log_joint, axis=1, keepdims=True))  # (B, K), r_k(x_t)
     return np.sqrt(omab)[:, None] * np.sum(resp[:, :, None] * w, axis=1)  # (B, D)
 
 
 def responsibilities(gmm: GaussianMixture, x) -> np.ndarray:
     """Posterior component probabilities r_k(x) under the data mixture, (B, K)."""
     _check_gmm(gmm)
-    x = _check_x("x", x, gmm.D)
+    x = check_points("x", x, gmm.D)
     log_joint, _ = _components(gmm, x, np.ones(x.shape[0]), np.zeros(x.shape[0]))
-    return np.exp(log_joint - _logsumexp(log_joint, axis=1, keepdims=True))
+    return np.exp(log_joint - logsumexp(log_joint, axis=1, keepdims=True))
 
 
 def oracle_model_fn(sched: Schedule, gmm: GaussianMixture):
@@ -269,7 +236,7 @@ def oracle_model_fn(sched: Schedule, gmm: GaussianMixture):
     omab_by_orig[ts] = sched.one_minus_alpha_bar
 
     def model_fn(xt, t):
-        xt = _check_x("xt", xt, gmm.D)
+        xt = check_points("xt", xt, gmm.D)
         t = np.asarray(t)
         if t.shape != (xt.shape[0],) or not np.issubdtype(t.dtype, np.integer):
             raise ValueError(f"t: expected int array of shape ({xt.shape[0]},), got {t.shape}")
@@ -285,6 +252,7 @@ def oracle_bound(
     gmm: GaussianMixture,
     x0,
     rng,
+    *,
     variance="fixedlarge",
     t_chunk=None,
     progress=False,
@@ -308,8 +276,8 @@ def oracle_bound(
     from ddpm_ref.elbo import bound_terms  # imported here: the data modules need only the above
 
     _check_gmm(gmm)
-    x0 = _check_x("x0", x0, gmm.D)
-    if variance not in ("fixedlarge", "fixedsmall"):
+    x0 = check_points("x0", x0, gmm.D)
+    if variance not in FIXED_VARIANCES:
         raise ValueError(f"variance: expected 'fixedlarge' or 'fixedsmall', got {variance!r}")
     terms = bound_terms(
         sched,

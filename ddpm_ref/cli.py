@@ -45,6 +45,9 @@ from ddpm_ref._cli_args import (
 from ddpm_ref._threads import blas_threads_for
 from ddpm_ref.checkpoint import shipped_checkpoints
 from ddpm_ref.datasets import DATASETS, TRAIN_DEFAULTS
+from ddpm_ref.diffusion import MEAN_TYPES, VARIANCES, output_mult
+from ddpm_ref.objectives import OBJECTIVES
+from ddpm_ref.schedule import TRAIN_KINDS
 
 __all__ = ["main", "build_parser"]
 
@@ -156,7 +159,7 @@ def cmd_train(args) -> int:
                 sched, sched_info = scaled_schedule(args.schedule, args.T)
             except ValueError as e:
                 raise CLIError(str(e)) from None
-            net = spec.make_net(2 if variance == "learned_range" else 1)
+            net = spec.make_net(output_mult(variance))
             state = None
         rng = np.random.default_rng(cfg.seed)
         data = spec.train_data(np.random.default_rng([cfg.seed, 1]))
@@ -329,17 +332,18 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--T", type=int_at_least(1), default=None,
                    help="diffusion steps (default: 1000, the paper's; betas are scaled by "
                    "1000/T so that x_T stays close to N(0, I))")
-    t.add_argument("--schedule", choices=["linear", "cosine", "quadratic", "sigmoid"],
+    t.add_argument("--schedule", choices=TRAIN_KINDS,
                    default=None, help="beta schedule (default: linear, the paper's)")
-    t.add_argument("--objective", choices=["simple", "vlb", "hybrid"], default=None,
+    t.add_argument("--objective", choices=OBJECTIVES, default=None,
                    help="simple (the default): L_simple (Eq. 14, the paper's); vlb: the true "
                    "bound (Eq. 5); "
                    "hybrid: L_simple + 0.001 L_vlb with learned variances (Nichol & Dhariwal)")
-    t.add_argument("--mean-type", choices=["eps", "x0", "mu"], default=None,
+    t.add_argument("--mean-type", choices=MEAN_TYPES, default=None,
                    help="what the network predicts (default: eps, Eq. 11)")
-    t.add_argument("--variance", choices=["fixedlarge", "fixedsmall", "learned_range"],
+    t.add_argument("--variance", choices=VARIANCES,
                    default=None, help="reverse variance: fixedlarge (beta_t), fixedsmall "
-                   "(beta_tilde_t), learned_range (hybrid only; its default)")
+                   "(beta_tilde_t), learned (log sigma_t^2 output; vlb only), learned_range "
+                   "(hybrid's default; hybrid or vlb)")
     t.add_argument("--log-every", type=int_at_least(1), default=None,
                    help="steps per log record (default: %s)" % TrainConfig.log_every)
     t.add_argument("--ckpt-every", type=int_at_least(0), default=None,

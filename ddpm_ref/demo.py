@@ -22,7 +22,7 @@ from ddpm_ref._io import save_npy, write_json  # re-exported: part of this modul
 from ddpm_ref.datasets import get_dataset
 from ddpm_ref.evaluate import bound_report, mmd, mmd_floor
 from ddpm_ref.sampling import sample
-from ddpm_ref.schedule import make_schedule
+from ddpm_ref.schedule import scaled_schedule  # re-exported: ddpm_ref.demo.scaled_schedule
 from ddpm_ref.train import TrainConfig, make_model_fn, save_state, train
 
 __all__ = ["DemoConfig", "run_demo", "provenance", "write_json", "save_npy"]
@@ -47,22 +47,6 @@ class DemoConfig:
     n_samples: int = 2000  # samples drawn with Algorithm 2
     n_eval: int = 1000  # held-out points for the bound and the MMD
     seed: int = 0  # everything below is a function of this seed
-
-
-def scaled_schedule(kind: str, T: int):
-    """A schedule of T steps whose betas are the paper's T = 1000 ones scaled by 1000 / T.
-
-    For linear/quadratic/sigmoid: beta_start = 1e-4 * 1000 / T, beta_end = 0.02 * 1000 / T
-    (capped at 0.999), as Nichol & Dhariwal (2021) do, so that alpha_bar_T stays near 0 and
-    x_T near N(0, I) at any T. Cosine is defined for any T as is.
-    Returns:
-        (sched, schedule_info) with schedule_info = {"kind": kind, "params": {...}}.
-    """
-    params = {}
-    if kind in ("linear", "quadratic", "sigmoid"):
-        end = min(0.02 * 1000 / T, 0.999)
-        params = {"beta_start": min(1e-4 * 1000 / T, end), "beta_end": end}
-    return make_schedule(kind, T, **params), {"kind": kind, "params": params}
 
 
 def provenance() -> dict:

@@ -8,133 +8,43 @@ decoder) and §3.4 (Eq. 14, L_simple); the hybrid objective of Nichol & Dhariwal
   L_{t-1} = KL(q(x_{t-1} | x_t, x_0) || p(x_{t-1} | x_t))  -> vlb_term (t >= 2)
   L_0 = -log p(x_0 | x_1)                              -> decoder_nll, vlb_term (t = 1)
 
+  L = sum of all terms over t, exactly                 -> bound_terms
+  L_T + T L_{t-1}, t ~ U{1..T} (unbiased)              -> bound_estimate
+
 All values are nats per example (summed over data dimensions) unless stated; ``bits_per_dim``
-converts. The exact sum over t and the one-t estimate live in ``ddpm_ref/bound.py`` and are
-re-exported here (``bound_terms``, ``bound_estimate``).
+converts. The elementwise distributions (the Gaussian KL, the discretized decoder of Eq. 13) are in
+``ddpm_ref/distributions.py``; ``normal_kl`` and ``discretized_gaussian_log_likelihood`` are
+re-exported here. ``ddpm_ref.bound`` is an alias of the last two functions.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import log_ndtr
 
-from ddpm_ref._checks import check_choice, check_param, check_t, check_x, extract
+from ddpm_ref._checks import check_choice, check_param, check_rng, check_t, check_x, extract
 from ddpm_ref.diffusion import (
+    FIXED_VARIANCES,
+    MEAN_TYPES,
+    VARIANCE_TABLE,
     VARIANCES,
+    _eps_hat,
+    _p_mean_var,
     _posterior_mean,
     _predict_x0,
+    _q_sample,
     _split_output,
     _x0_gain,
     fixed_variance,
-    p_mean_var,
 )
-
-DECODERS = ("discretized", "gaussian")
-_HALF_BIN = 1.0 / 255.0  # the 256 levels k / 127.5 - 1 have bin edges x +- 1/255
-_LOG_2PI = np.log(2.0 * np.pi)
-
-
-def _expm1_minus(d):
-    """e^d - 1 - d, accurate for small |d| (it is ~d^2 / 2; the direct form cancels)."""
-    d = np.asarray(d, dtype=np.float64)
-    p = np.full(d.shape, 1.0 / 39916800.0)  # Horner on sum_{k=2}^{11} d^(k-2) / k!
-    for k in range(10, 1, -1):
-        p = p * d + 1.0 / np.prod(np.arange(1.0, k + 1.0))
-    return np.where(np.abs(d) < 1e-2, p * d * d, np.expm1(d) - d)
-
-
-def normal_kl(mean1, logvar1, mean2, logvar2):
-    r"""Elementwise KL(N(mean1, e^logvar1) || N(mean2, e^logvar2)) in nats (arguments broadcast).
-
-    KL = 0.5 (logvar2 - logvar1 + e^{logvar1 - logvar2} - 1 + (mean1 - mean2)^2 e^{-logvar2}),
-    with the variance part written e^d - 1 - d (d = logvar1 - logvar2) and evaluated without
-    cancellation, so it stays >= 0 and accurate when the two variances nearly agree.
-    """
-    d = np.asarray(logvar1, dtype=np.float64) - logvar2
-    return 0.5 * (_expm1_minus(d) + (mean1 - mean2) ** 2 * np.exp(-np.asarray(logvar2)))
-
-
-def _check_on_grid(x):
-    levels = x * 127.5 + 127.5  # 0..255 on the grid
-    if np.any(np.abs(x) > 1.0 + 1e-9) or np.any(np.abs(levels - np.round(levels)) > 1e-3):
-        raise ValueError("x: expected data on the 256-level grid k / 127.5 - 1 in [-1, 1]")
-
-
-def _log_ndtr_diff(a, b):
-    """log(Phi(b) - Phi(a)) for a < b (infinite ends allowed), without cancellation."""
-    flip = a > 0  # both in the upper tail: Phi(b) - Phi(a) = Phi(-a) - Phi(-b)
-    a, b = np.where(flip, -b, a), np.where(flip, -a, b)
-    la, lb = log_ndtr(a), log_ndtr(b)  # now b <= 0 or a <= 0 < b: no tail cancellation
-    with np.errstate(divide="ignore"):
-        return lb + np.log(-np.expm1(la - lb))
-
-
-def _disc_loglik(x, mean, log_scale, want_grad=False):
-    """Eq. (13) with the exact normal CDF: (log P, dlogP/dmean, dlogP/dlog_scale), all broadcast."""
-    inv_s = np.exp(-log_scale)
-    a = (x - mean - _HALF_BIN) * inv_s  # lower bin edge in standard units
-    b = (x - mean + _HALF_BIN) * inv_s  # upper bin edge
-    a = np.where(x < -0.999, -np.inf, a)  # edge bins are open: (-inf, -1 + 1/255]
-    b = np.where(x > 0.999, np.inf, b)  #                      [1 - 1/255, inf)
-    logp = _log_ndtr_diff(a, b)
-    if not want_grad:
-        return logp, None, None
-    # d log P = (phi(a) da - phi(b) db) / P... written with r = phi(z) / P = exp(log phi(z) - log P)
-    with np.errstate(over="ignore", invalid="ignore"):
-        r_a = np.where(np.isfinite(a), np.exp(-0.5 * a**2 - 0.5 * _LOG_2PI - logp), 0.0)
-        r_b = np.where(np.isfinite(b), np.exp(-0.5 * b**2 - 0.5 * _LOG_2PI - logp), 0.0)
-        a_r_a = np.where(np.isfinite(a), a * r_a, 0.0)
-        b_r_b = np.where(np.isfinite(b), b * r_b, 0.0)
-    d_mean = (r_a - r_b) * inv_s  # da/dmean = db/dmean = -1/s
-    d_log_scale = a_r_a - b_r_b  # da/dlog_scale = -a, db/dlog_scale = -b
-    return logp, d_mean, d_log_scale
-
-
-def _tanh_cdf(z):
-    # Ho et al.'s approx_std_normal_cdf
-    return 0.5 * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (z + 0.044715 * z**3)))
-
-
-def discretized_gaussian_log_likelihood(x, mean, log_scale, cdf="exact"):
-    r"""Elementwise log p(x | mean, e^log_scale) on the 256-level data grid, in nats.
-
-    Paper: Eq. (13): the Gaussian N(mean, sigma^2) integrated over the bin [x - 1/255, x + 1/255],
-    with the edge bins open (x = -1 takes (-inf, -1 + 1/255], x = 1 takes [1 - 1/255, inf)), so
-    the 256 probabilities sum to 1. ``cdf="exact"`` uses scipy's log_ndtr and a log-difference
-    that stays accurate for sigma = 1e-3 or means far outside [-1, 1]; ``cdf="tanh"`` reproduces
-    Ho et al.'s tanh approximation of the CDF and their 1e-12 clamps, to compare numbers.
-
-    Args:
-        x: data on the grid k / 127.5 - 1, k = 0..255. mean, log_scale: broadcast against x.
-    Returns:
-        log-probabilities, shape of the broadcast of the three arguments.
-    """
-    x = check_x("x", x)
-    _check_on_grid(x)
-    mean, log_scale = check_param("mean", mean), check_param("log_scale", log_scale)
-    check_choice("cdf", cdf, ("exact", "tanh"))
-    try:
-        np.broadcast_shapes(x.shape, mean.shape, log_scale.shape)
-    except ValueError:
-        raise ValueError(f"mean, log_scale: expected shapes that broadcast with x {x.shape}, got "
-                         f"{mean.shape} and {log_scale.shape}") from None
-    if cdf == "exact":
-        return _disc_loglik(x, mean, log_scale)[0]
-    inv_s = np.exp(-log_scale)
-    cdf_plus = _tanh_cdf((x - mean + _HALF_BIN) * inv_s)
-    cdf_min = _tanh_cdf((x - mean - _HALF_BIN) * inv_s)
-    log_cdf_plus = np.log(np.maximum(cdf_plus, 1e-12))
-    log_one_minus_cdf_min = np.log(np.maximum(1.0 - cdf_min, 1e-12))
-    log_delta = np.log(np.maximum(cdf_plus - cdf_min, 1e-12))
-    return np.where(x < -0.999, log_cdf_plus,
-                    np.where(x > 0.999, log_one_minus_cdf_min, log_delta))
-
-
-def _gauss_nll(x, mean, log_scale):
-    """Elementwise continuous Gaussian NLL and its gradients w.r.t. mean and log_scale."""
-    z2 = (x - mean) ** 2 * np.exp(-2.0 * log_scale)
-    nll = 0.5 * _LOG_2PI + log_scale + 0.5 * z2
-    return nll, (mean - x) * np.exp(-2.0 * log_scale), 1.0 - z2
+from ddpm_ref.distributions import (  # noqa: F401 (normal_kl, the decoder: re-exported)
+    DECODERS,
+    _check_on_grid,
+    _disc_loglik,
+    _gauss_nll,
+    _u_minus_log1p,
+    discretized_gaussian_log_likelihood,
+    normal_kl,
+)
 
 
 def decoder_nll(x0, mean, log_scale, decoder="discretized", cdf="exact"):
@@ -179,8 +89,17 @@ def _vlb(sched, x0, xt, t, model_output, mean_type, variance, clip_x0, decoder, 
     t = check_t(sched, t, xt.shape[0])
     x0 = check_x("x0", x0, shape=xt.shape)
     check_choice("decoder", decoder, DECODERS)
-    mu, _, log_var = p_mean_var(sched, xt, t, model_output, mean_type, variance, clip_x0)
-    learned = variance == "learned_range"  # log_var (B, ...) if learned, else (B, 1, ..., 1)
+    check_choice("mean_type", mean_type, MEAN_TYPES)
+    check_choice("variance", variance, VARIANCES)
+    return _vlb_core(sched, x0, xt, t, model_output, mean_type, variance, clip_x0, decoder, cdf,
+                     want_grad, stop_grad_mean)
+
+
+def _vlb_core(sched, x0, xt, t, model_output, mean_type, variance, clip_x0, decoder, cdf,
+              want_grad, stop_grad_mean=False):
+    """_vlb on checked inputs (float64 arrays, t int64 in 1..T, known option names)."""
+    mu, _, log_var = _p_mean_var(sched, xt, t, model_output, mean_type, variance, clip_x0)
+    learned = VARIANCE_TABLE[variance].learned  # log_var (B, ...) if learned, else (B, 1, ..., 1)
     nats = np.empty(xt.shape[0])
     g_mu = np.zeros(xt.shape)  # d nats / d mu_theta
     g_lv = np.zeros(xt.shape) if learned else None  # d nats / d log sigma^2
@@ -226,13 +145,12 @@ def _vlb(sched, x0, xt, t, model_output, mean_type, variance, clip_x0, decoder, 
     d_mean = np.zeros(xt.shape) if stop_grad_mean else g_mu * gain  # (B, C, ...)
     if not learned:
         return nats, d_mean
-    # Nichol & Dhariwal: log sigma^2 = frac log beta + (1 - frac) log beta_tilde, frac = (v + 1) / 2
-    half_range = 0.5 * (extract(np.log(sched.beta), t, xt.ndim)
-                        - extract(sched.log_beta_tilde_clipped, t, xt.ndim))
-    return nats, np.concatenate([d_mean, g_lv * half_range], axis=1)  # (B, 2C, ...)
+    dlog_dv = VARIANCE_TABLE[variance].dlog_dv  # d log sigma^2 / dv; None: log sigma^2 = v
+    g_v = g_lv if dlog_dv is None else g_lv * dlog_dv(sched, t, xt.ndim)
+    return nats, np.concatenate([d_mean, g_v], axis=1)  # (B, 2C, ...)
 
 
-def vlb_term(sched, x0, xt, t, eps_theta, variance="fixedlarge", clip_x0=False,
+def vlb_term(sched, x0, xt, t, eps_theta, *, variance="fixedlarge", clip_x0=False,
              decoder="discretized", mean_type="eps", cdf="exact"):
     r"""The bound's term at each example's t, nats per example, shape (B,).
 
@@ -243,13 +161,13 @@ def vlb_term(sched, x0, xt, t, eps_theta, variance="fixedlarge", clip_x0=False,
 
     Args:
         x0: (B, ...) data. xt: (B, ...) a draw of q(x_t | x_0). t: int (B,) in 1..T.
-        eps_theta: the network output (B, ...) or (B, 2C, ...) for learned_range; with
+        eps_theta: the network output (B, ...) or (B, 2C, ...) for a learned variance; with
             mean_type "x0"/"mu" it is that prediction instead of eps.
     """
     return _vlb(sched, x0, xt, t, eps_theta, mean_type, variance, clip_x0, decoder, cdf, False)[0]
 
 
-def vlb_term_and_grad(sched, x0, xt, t, eps_theta, variance="fixedlarge", clip_x0=False,
+def vlb_term_and_grad(sched, x0, xt, t, eps_theta, *, variance="fixedlarge", clip_x0=False,
                       decoder="discretized", mean_type="eps", stop_grad_mean=False):
     r"""vlb_term and its exact gradient w.r.t. the network output: (nats (B,), d_eps_theta).
 
@@ -259,15 +177,6 @@ def vlb_term_and_grad(sched, x0, xt, t, eps_theta, variance="fixedlarge", clip_x
     """
     return _vlb(sched, x0, xt, t, eps_theta, mean_type, variance, clip_x0, decoder, "exact",
                 True, stop_grad_mean)
-
-
-def _u_minus_log1p(u):
-    """u - log(1 + u), accurate for small |u| (it is ~u^2 / 2; the direct form cancels)."""
-    u = np.asarray(u, dtype=np.float64)
-    p = np.full(u.shape, -1.0 / 13.0)  # Horner on sum_{k=2}^{13} (-1)^k u^(k-2) / k
-    for k in range(12, 1, -1):
-        p = p * u + (-1.0) ** k / k
-    return np.where(np.abs(u) < 1e-2, p * u * u, u - np.log1p(u))
 
 
 def vlb_weight(sched, t, variance="fixedlarge"):
@@ -281,14 +190,14 @@ def vlb_weight(sched, t, variance="fixedlarge"):
     fixedlarge), which keeps full relative accuracy when beta_tilde_t ~ beta_t (large t).
     """
     t = check_t(sched, t, t_min=2)
-    check_choice("variance", variance, VARIANCES[:2])
+    check_choice("variance", variance, FIXED_VARIANCES)
     sigma2 = fixed_variance(sched, variance)[0][t]  # (B,)
     omab = sched.one_minus_alpha_bar[t]
     lam = sched.beta[t] ** 2 / (2.0 * sigma2 * sched.alpha[t] * omab)
-    if variance == "fixedlarge":
+    if variance == "fixedlarge":  # closed form: beta_tilde_t / beta_t - 1 cancels at large t
         u = -sched.alpha_bar[t - 1] * sched.beta[t] / omab
     else:
-        u = np.zeros(t.shape)
+        u = sched.beta_tilde[t] / sigma2 - 1.0  # exactly 0 for fixedsmall
     return lam, 0.5 * _u_minus_log1p(u)
 
 
@@ -305,22 +214,124 @@ def l_simple(eps, eps_theta):
     """
     eps = check_x("eps", eps)
     eps_theta = check_x("eps_theta", eps_theta, shape=eps.shape)
+    return _l_simple(eps, eps_theta)
+
+
+def _l_simple(eps, eps_theta):
     diff = eps_theta - eps
     return float(np.mean(diff**2)), 2.0 * diff / diff.size
 
 
-def l_simple_per_example(eps, eps_theta):
-    """Per-example (eps - eps_theta)^2 averaged over dimensions, shape (B,) (for logging per t)."""
-    eps = check_x("eps", eps)
-    eps_theta = check_x("eps_theta", eps_theta, shape=eps.shape)
-    return ((eps - eps_theta) ** 2).reshape(eps.shape[0], -1).mean(axis=1)
+# ---- the whole bound: the sum over t, and its one-t estimate ----
+# ``model_fn(xt, t) -> model_output`` follows docs/architecture.md; it receives
+# ``sched.timesteps[t]`` (the original schedule's step).
+
+def _default_chunk(sched, x0):
+    # about 2**16 input elements per model call (at least one timestep)
+    return int(max(1, min(sched.T, 2**16 // max(1, x0.size))))
 
 
-def __getattr__(name):
-    # bound_terms / bound_estimate live in ddpm_ref/bound.py (which imports this module); they
-    # are re-exported lazily so that `from ddpm_ref.elbo import bound_terms` works either way.
-    if name in ("bound_terms", "bound_estimate"):
-        from ddpm_ref import bound
+def _terms_over_t(sched, model_fn, x0, rng, variants, decoder, mean_type, chunk, cdf, bar):
+    """L[name] (B, T+1) for each (variance, clip_x0) of ``variants`` from ONE model call per
+    (t, example), plus the eps-MSE and the clipped-x0 MSE (B, T+1); inputs already checked."""
+    T, B = sched.T, x0.shape[0]
+    split_as = next(iter(variants.values()))[0]  # every variant reads the same output layout
+    L = {name: np.full((B, T + 1), np.nan) for name in variants}
+    mse, x0_mse = np.full((B, T + 1), np.nan), np.full((B, T + 1), np.nan)
+    starts = range(1, T + 1, chunk)
+    if bar is not None:
+        from tqdm import tqdm
 
-        return getattr(bound, name)
-    raise AttributeError(f"module 'ddpm_ref.elbo' has no attribute {name!r}")
+        starts = tqdm(starts, desc=bar, unit="call")
+    for start in starts:
+        ts = np.arange(start, min(start + chunk, T + 1))  # (k,)
+        k = ts.shape[0]
+        t = np.repeat(ts, B)  # (k*B,) timestep-major
+        x0_k = np.broadcast_to(x0, (k,) + x0.shape).reshape((k * B,) + x0.shape[1:])
+        eps = rng.standard_normal((k * B,) + x0.shape[1:])  # (k*B, ...)
+        xt = _q_sample(sched, x0_k, t, eps)  # Eq. (4)
+        out = np.asarray(model_fn(xt, sched.timesteps[t]), dtype=np.float64)  # ONE call
+        for name, (variance, clip_x0) in variants.items():
+            nats, _ = _vlb_core(sched, x0_k, xt, t, out, mean_type, variance, clip_x0, decoder,
+                                cdf, False)
+            L[name][:, ts] = nats.reshape(k, B).T
+        mean_out, _ = _split_output(sched, xt, out, split_as)
+        x0_hat = _predict_x0(sched, xt, t, mean_out, mean_type)  # (k*B, ...), unclipped
+        eps_hat = _eps_hat(sched, xt, t, mean_out, mean_type)
+        mse[:, ts] = ((eps - eps_hat) ** 2).reshape(k, B, -1).mean(axis=2).T
+        x0_clip = np.clip(x0_hat, -1.0, 1.0)
+        x0_mse[:, ts] = ((x0_k - x0_clip) ** 2).reshape(k, B, -1).mean(axis=2).T
+    return L, mse, x0_mse
+
+
+def bound_terms(sched, model_fn, x0, rng, *, variance="fixedlarge", clip_x0=False,
+                decoder="discretized", mean_type="eps", t_chunk=None, progress=False,
+                cdf="exact", variants=None):
+    r"""Every term of the bound Eq. (5) for each example: the exact sum over t = 1..T.
+
+    One x_t ~ q(x_t | x_0) (Eq. 4) is drawn per t and example; ``t_chunk`` timesteps x B
+    examples are stacked into one model call. The noise stream does not depend on t_chunk.
+
+    Args:
+        x0: (B, ...) data (on the 256-level grid for decoder="discretized").
+        rng: np.random.Generator for the eps draws.
+        t_chunk: timesteps per model call (default: about 65k input elements per call).
+        progress: show a tqdm bar over the model calls.
+        variants: optional {name: (variance, clip_x0)}: several reverse processes scored on the
+            same draws from one model call per (t, example) (``variance``/``clip_x0`` unused);
+            "L", "L_0", "L_sum" and "total" are then dicts keyed by name.
+    Returns:
+        dict of float64 arrays, nats per example:
+        "L_T" (B,): prior_kl; "L" (B, T+1): L[:, t] = vlb_term at t (L[:, 1] = L_0, L[:, 0] NaN);
+        "L_0" (B,); "L_sum" (B,) = sum_{t>=2} L_{t-1}; "total" (B,) = L_T + L_sum + L_0;
+        "l_simple" (B, T+1): ||eps - eps_hat||^2 averaged over dimensions (eps_hat the noise the
+        output implies, Eq. 4 inverted at x0_hat for mean types "x0"/"mu", unclipped), col 0 NaN;
+        "x0_mse" (B, T+1): the mean over dimensions of (x0 - clip(x0_hat, -1, 1))^2, col 0 NaN.
+    """
+    x0 = check_x("x0", x0)
+    check_choice("decoder", decoder, DECODERS)
+    if decoder == "discretized":
+        _check_on_grid(x0)
+    check_rng(rng)
+    chunk = _default_chunk(sched, x0) if t_chunk is None else int(t_chunk)
+    if chunk < 1:
+        raise ValueError(f"t_chunk: expected an integer >= 1, got {t_chunk}")
+    one = variants is None
+    if one:
+        variants = {None: (variance, clip_x0)}
+    check_choice("mean_type", mean_type, MEAN_TYPES)
+    for v, _ in variants.values():
+        check_choice("variance", v, VARIANCES)
+    bar = None if not progress else ("bound_terms" if one else f"bound ({len(variants)} variants)")
+    L, mse, x0_mse = _terms_over_t(sched, model_fn, x0, rng, variants, decoder, mean_type, chunk,
+                                   cdf, bar)
+    L_T = prior_kl(sched, x0)
+    L_0 = {name: L[name][:, 1].copy() for name in L}
+    L_sum = {name: L[name][:, 2:].sum(axis=1) for name in L}
+    total = {name: L_T + L_sum[name] + L[name][:, 1] for name in L}
+    if one:
+        L, L_0, L_sum, total = L[None], L_0[None], L_sum[None], total[None]
+    return {"L_T": L_T, "L": L, "L_0": L_0, "L_sum": L_sum, "total": total, "l_simple": mse,
+            "x0_mse": x0_mse}
+
+
+def bound_estimate(sched, model_fn, x0, rng, *, variance="fixedlarge", clip_x0=False,
+                   decoder="discretized", mean_type="eps"):
+    r"""An unbiased one-sample estimate of the bound Eq. (5), nats per example, shape (B,).
+
+    L_T + T L_{t-1} with t ~ Uniform({1..T}) per example (as Algorithm 1, line 3 draws t) and
+    one x_t ~ q(x_t | x_0): E_t[T L_{t-1}] = sum_t L_{t-1}.
+    """
+    x0 = check_x("x0", x0)
+    check_rng(rng)
+    check_choice("decoder", decoder, DECODERS)
+    check_choice("mean_type", mean_type, MEAN_TYPES)
+    check_choice("variance", variance, VARIANCES)
+    B = x0.shape[0]
+    t = rng.integers(1, sched.T + 1, size=B)  # (B,)
+    eps = rng.standard_normal(x0.shape)
+    xt = _q_sample(sched, x0, t, eps)  # Eq. (4)
+    out = np.asarray(model_fn(xt, sched.timesteps[t]), dtype=np.float64)
+    terms, _ = _vlb_core(sched, x0, xt, t, out, mean_type, variance, clip_x0, decoder, "exact",
+                         False)
+    return prior_kl(sched, x0) + sched.T * terms

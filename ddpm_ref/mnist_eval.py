@@ -8,7 +8,7 @@ evaluation also clips x0_hat to [-1, 1] before forming the posterior mean, which
 
 For every test digit and every t = 1..T one x_t ~ q(x_t | x_0) (Eq. 4) is drawn and the network
 is evaluated ONCE; the four variants (sigma^2 = beta or beta_tilde, x0_hat clipped or not) and
-L_simple (Eq. 14) are all computed from that one eps_theta with :func:`ddpm_ref.elbo.vlb_term`.
+L_simple (Eq. 14) are all computed from that one eps_theta by :func:`ddpm_ref.elbo.bound_terms`.
 
     ddpm-ref mnist-eval --checkpoint mnist --n 500 --workers 2 --out runs/mnist_eval
 """
@@ -22,8 +22,7 @@ import time
 
 import numpy as np
 
-from ddpm_ref.diffusion import predict_x0, q_sample
-from ddpm_ref.elbo import prior_kl, vlb_term
+from ddpm_ref.elbo import bound_terms
 
 __all__ = ["VARIANTS", "bound_terms_all", "summarize", "rate_distortion", "held_out_digits",
            "evaluate_checkpoint", "main"]
@@ -56,36 +55,12 @@ def bound_terms_all(sched, model_fn, x0, rng, mean_type="eps", t_chunk=None, pro
     x0 = np.asarray(x0, dtype=np.float64)
     if x0.ndim != 4:
         raise ValueError(f"x0: expected images of shape (B, C, H, W), got {x0.shape}")
-    if not isinstance(rng, np.random.Generator):
-        raise ValueError(f"rng: expected a np.random.Generator, got {type(rng).__name__}")
-    T, B = sched.T, x0.shape[0]
-    chunk = max(1, 128 // B) if t_chunk is None else int(t_chunk)
-    if chunk < 1:
-        raise ValueError(f"t_chunk: expected an integer >= 1, got {t_chunk}")
-    L = {v: np.full((B, T + 1), np.nan) for v in VARIANTS}
-    l_simple = np.full((B, T + 1), np.nan)
-    x0_mse = np.full((B, T + 1), np.nan)
-    starts = range(1, T + 1, chunk)
-    if progress:
-        from tqdm import tqdm
-
-        starts = tqdm(starts, desc="bound (4 variants)", unit="call", dynamic_ncols=True)
-    for start in starts:
-        ts = np.arange(start, min(start + chunk, T + 1))  # (k,)
-        k = ts.shape[0]
-        t = np.repeat(ts, B)  # (k*B,) timestep-major
-        x0_k = np.broadcast_to(x0, (k,) + x0.shape).reshape((k * B,) + x0.shape[1:])
-        eps = rng.standard_normal(x0_k.shape)  # (k*B, C, H, W)
-        xt = q_sample(sched, x0_k, t, eps)  # Eq. (4)
-        out = np.asarray(model_fn(xt, sched.timesteps[t]), dtype=np.float64)  # ONE call
-        for name, (variance, clip) in VARIANTS.items():
-            L[name][:, ts] = vlb_term(sched, x0_k, xt, t, out, variance, clip, "discretized",
-                                      mean_type).reshape(k, B).T
-        if mean_type == "eps":
-            l_simple[:, ts] = ((eps - out) ** 2).reshape(k, B, -1).mean(axis=2).T
-        x0_hat = predict_x0(sched, xt, t, out, mean_type, clip_x0=True)  # (k*B, C, H, W)
-        x0_mse[:, ts] = ((x0_k - x0_hat) ** 2).reshape(k, B, -1).mean(axis=2).T
-    return {"L_T": prior_kl(sched, x0), "L": L, "l_simple": l_simple, "x0_mse": x0_mse}
+    chunk = max(1, 128 // x0.shape[0]) if t_chunk is None else t_chunk  # bound_terms checks it
+    terms = bound_terms(sched, model_fn, x0, rng, decoder="discretized", mean_type=mean_type,
+                        t_chunk=chunk, progress=progress, variants=VARIANTS)
+    l_simple = terms["l_simple"] if mean_type == "eps" else np.full_like(terms["l_simple"], np.nan)
+    return {"L_T": terms["L_T"], "L": terms["L"], "l_simple": l_simple,
+            "x0_mse": terms["x0_mse"]}
 
 
 def summarize(terms, D) -> dict:

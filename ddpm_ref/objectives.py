@@ -8,11 +8,14 @@ Each objective returns (loss, d_output, eps_mse): the scalar minimised, its grad
 the network output (same shape as the output), and the per-example eps-MSE
 mean_i (eps - eps_theta)_i^2 (what the per-quartile training logs show, whatever the objective).
 
-* ``simple`` (Eq. 14): unweighted MSE between the network output and its target: eps for
-  mean_type="eps" (the paper's L_simple), x0 for "x0", mu_tilde (Eq. 7) for "mu".
+* ``simple`` (Eq. 14): unweighted MSE between the network output and its target, the
+  ``target`` of the mean type's row in ``ddpm_ref.diffusion.PARAMETRISATIONS``: eps for
+  mean_type="eps" (the paper's L_simple), x0 for "x0", mu_tilde (Eq. 7) for "mu", and so on.
 * ``vlb`` (Eq. 5): with t ~ U{1..T}, T L_{t-1} is an unbiased estimate of
   sum_{t=1}^T L_{t-1} (L_0 included, as the t = 1 term), i.e. of the whole bound minus L_T, which
-  has no parameters. The loss is T mean_b L_{t_b - 1}(x0_b) in nats per example.
+  has no parameters. The loss is T mean_b L_{t_b - 1}(x0_b) in nats per example. With a learned
+  variance (Table 2's "learned diagonal Sigma" rows: ``variance="learned"``) the bound trains both
+  halves of the output, the mean and v = log sigma_t^2.
 * ``hybrid`` (Nichol & Dhariwal): L_hybrid = L_simple + lambda L_vlb with lambda = 0.001, where
   L_simple trains the mean half of the output and L_vlb trains only the variance half (the mean is
   stop-gradient'ed inside L_vlb). Precisely what is implemented, per example:
@@ -27,8 +30,9 @@ import math
 
 import numpy as np
 
-from ddpm_ref.diffusion import eps_from_x0, predict_x0, q_posterior
-from ddpm_ref.elbo import l_simple, vlb_term_and_grad
+from ddpm_ref._checks import check_x
+from ddpm_ref.diffusion import PARAMETRISATIONS, VARIANCE_TABLE, _eps_hat, regression_target
+from ddpm_ref.elbo import _l_simple, _vlb_core
 
 OBJECTIVES = ("simple", "vlb", "hybrid")
 
@@ -41,28 +45,24 @@ def _mean_per_example(a: np.ndarray) -> np.ndarray:
 
 
 def simple_target(sched, x0, xt, t, eps, mean_type):
-    """What the network output regresses on under L_simple: eps, x0, or mu_tilde (Eq. 7)."""
-    if mean_type == "eps":
-        return eps
-    if mean_type == "x0":
-        return x0
-    return q_posterior(sched, x0, xt, t)[0]  # mu_tilde
+    """What the network output regresses on under L_simple: the ``PARAMETRISATIONS`` row's target
+    (eps, x0, mu_tilde of Eq. 7, ...)."""
+    return regression_target(sched, x0, xt, t, eps, mean_type)
 
 
 def _mse(target, pred):
     """Eq. (14)'s mean squared error and its gradient wrt pred (:func:`ddpm_ref.elbo.l_simple`),
     plus the per-example means over dimensions (for the per-t logs)."""
-    loss, d_pred = l_simple(target, pred)  # mean over all elements, 2 (pred - target) / size
+    pred = check_x("eps_theta", pred, shape=target.shape)  # l_simple's check of the output
+    loss, d_pred = _l_simple(target, pred)  # mean over all elements, 2 (pred - target) / size
     diff = pred - target  # (B, ...)
     return loss, d_pred, _mean_per_example(diff * diff)
 
 
 def _eps_mse(sched, xt, t, eps, mean_out, mean_type, per_example_if_eps):
-    if mean_type == "eps":
+    if mean_type == "eps":  # the output is eps_theta: its MSE is the regression's own
         return per_example_if_eps
-    x0_hat = predict_x0(sched, xt, t, mean_out, mean_type)
-    eps_theta = eps_from_x0(sched, xt, t, x0_hat)
-    d = eps - eps_theta
+    d = eps - _eps_hat(sched, xt, t, mean_out, mean_type)
     return _mean_per_example(d * d)
 
 
@@ -71,42 +71,44 @@ def objective_loss(cfg, sched, x0, xt, t, eps, out):
 
     Args:
         cfg: a TrainConfig (objective, mean_type, variance, decoder, hybrid_lambda).
-        x0, xt, eps: (B, ...) float64; t: int (B,) in 1..T; out: the network output,
-            (B, ...) or (B, 2C, ...) for learned_range (any float dtype).
+        x0, xt, eps: (B, ...) float64; t: int64 (B,) in 1..T (as train() makes them: they are
+            not checked again here); out: the network output,
+            (B, ...) or (B, 2C, ...) for a learned variance (any float dtype).
     Returns:
         (loss: float, d_out: float64 like out, eps_mse: (B,) per-example eps-MSE).
     """
+    # The per-step core of Algorithm 1: train() made x0, xt, t and eps and checked the data once,
+    # so only the network output, the one input that can go bad mid-run, is checked (its shape and
+    # values, by _mse / _split_output); nothing is checked twice.
     out = out.astype(np.float64, copy=False)
     B = out.shape[0]
     if cfg.objective == "simple":
         # Eq. (14): L_simple = E || eps - eps_theta(sqrt(abar) x0 + sqrt(1 - abar) eps, t) ||^2
-        target = simple_target(sched, x0, xt, t, eps, cfg.mean_type)
+        target = PARAMETRISATIONS[cfg.mean_type].target(sched, x0, xt, t, eps)
         loss, d_out, per_ex = _mse(target, out)
         return loss, d_out, _eps_mse(sched, xt, t, eps, out, cfg.mean_type, per_ex)
 
     if cfg.objective == "vlb":
         # Eq. (5): T L_{t-1} with t ~ U{1..T} estimates sum_t L_{t-1} without bias
-        nats, d_nats = vlb_term_and_grad(
-            sched, x0, xt, t, out, variance=cfg.variance, clip_x0=False,
-            decoder=cfg.decoder, mean_type=cfg.mean_type,
-        )  # (B,), (B, ...)
+        nats, d_nats = _vlb_core(sched, x0, xt, t, out, cfg.mean_type, cfg.variance, False,
+                                 cfg.decoder, "exact", True)  # (B,), (B, ...): vlb_term_and_grad
         T = sched.T
         loss = T * float(nats.mean())
         d_out = d_nats * (T / B)
-        mean_out = out
+        mean_out = out[:, :xt.shape[1]] if VARIANCE_TABLE[cfg.variance].learned else out
         eps_mse = _eps_mse(sched, xt, t, eps, mean_out, cfg.mean_type,
                            _mean_per_example((eps - mean_out) ** 2))
         return loss, d_out, eps_mse
 
     # hybrid (Nichol & Dhariwal 2021): the mean half learns from L_simple, the v half from L_vlb
+    # (cfg.variance is a learned one: TrainConfig allows learned_range only)
     C = xt.shape[1]
     mean_out = out[:, :C]  # (B, C, ...)
-    target = simple_target(sched, x0, xt, t, eps, cfg.mean_type)
+    target = PARAMETRISATIONS[cfg.mean_type].target(sched, x0, xt, t, eps)
     l_simple, d_mean, per_ex = _mse(target, mean_out)
-    nats, d_nats = vlb_term_and_grad(
-        sched, x0, xt, t, out, variance="learned_range", clip_x0=False,
-        decoder=cfg.decoder, mean_type=cfg.mean_type, stop_grad_mean=True,
-    )  # (B,), (B, 2C, ...) with zeros in the mean half
+    nats, d_nats = _vlb_core(sched, x0, xt, t, out, cfg.mean_type, cfg.variance, False,
+                             cfg.decoder, "exact", True, stop_grad_mean=True)
+    # (B,), (B, 2C, ...) with zeros in the mean half
     D = int(np.prod(xt.shape[1:]))
     w = cfg.hybrid_lambda * sched.T / (D * math.log(2.0))  # nats -> bits/dim, times lambda T
     loss = l_simple + w * float(nats.mean())

@@ -8,63 +8,36 @@ alpha_bar at the kept steps) to :func:`sample` or :func:`ddim_sample`.
 
 ``model_fn(xt, t) -> model_output`` follows docs/architecture.md: it is called with the steps of the
 *original* schedule, ``sched.timesteps[t]``. All maths in float64.
+
+Every sampler is :func:`reverse_loop` (Algorithm 2, lines 2-6) with a step function
+``step(xt, t_batch, t, out) -> x_{t-1}``: :func:`ancestral_step` (line 4) or :func:`ddim_step_fn`
+(Song et al.'s Eq. 12); a new sampler is a new step function.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ddpm_ref._checks import check_choice, check_x, extract
+from ddpm_ref._checks import (
+    check_choice,
+    check_int,
+    check_model_fn,
+    check_rng,
+    check_shape,
+    check_t,
+    check_trace_steps,
+    check_x,
+    extract,
+)
 from ddpm_ref.diffusion import (
     MEAN_TYPES,
     VARIANCES,
-    eps_from_x0,
-    p_mean_var,
-    predict_x0,
+    _eps_hat,
+    _p_mean_var,
+    _predict_x0,
+    _split_output,
     q_sample,
 )
-
-
-def _check_rng(rng) -> None:
-    if not isinstance(rng, np.random.Generator):
-        raise ValueError(f"rng: expected a numpy.random.Generator, got {type(rng).__name__}")
-
-
-def _check_model_fn(model_fn) -> None:
-    if not callable(model_fn):
-        raise ValueError(f"model_fn: expected a callable model_fn(xt, t), got {model_fn!r}")
-
-
-def _check_int(name: str, value, lo: int, hi: int | None = None) -> int:
-    bad = isinstance(value, bool) or not isinstance(value, (int, np.integer))
-    if bad or value < lo or (hi is not None and value > hi):
-        want = f"in {lo}..{hi}" if hi is not None else f">= {lo}"
-        raise ValueError(f"{name}: expected an integer {want}, got {value!r}")
-    return int(value)
-
-
-def _check_shape(shape) -> tuple:
-    try:
-        shape = tuple(shape)
-    except TypeError:
-        shape = None
-    if not shape or any(
-        isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 1 for s in shape
-    ):
-        raise ValueError(f"shape: expected a tuple of integers >= 1 like (B, 2), got {shape!r}")
-    return tuple(int(s) for s in shape)
-
-
-def _check_trace_steps(trace_steps, t_start: int):
-    """Sorted (descending) unique steps in 0..t_start to record, or None."""
-    if trace_steps is None:
-        return None
-    steps = np.unique(np.asarray(list(trace_steps)))
-    if steps.size == 0 or not np.issubdtype(steps.dtype, np.integer):
-        raise ValueError(f"trace_steps: expected integers in 0..{t_start}, got {steps!r}")
-    if steps.min() < 0 or steps.max() > t_start:
-        raise ValueError(f"trace_steps: expected integers in 0..{t_start}, got {steps.tolist()}")
-    return steps[::-1].astype(np.int64)  # sampling order, T first
 
 
 def call_model(sched, model_fn, xt, t: int) -> np.ndarray:
@@ -73,11 +46,16 @@ def call_model(sched, model_fn, xt, t: int) -> np.ndarray:
     return np.asarray(model_fn(xt, t_orig), dtype=np.float64)
 
 
-def _mean_part(out, xt, variance):
-    """The mean half of a learned-variance output (first C channels), else the output itself."""
-    if variance == "learned_range" and out.ndim >= 2 and out.shape[1] == 2 * xt.shape[1]:
-        return out[:, : xt.shape[1]]
-    return out
+def _ddim_mean_out(sched, xt, out):
+    """The mean part of the output DDIM reads: the first C channels of a 2C output, checked."""
+    if out.ndim >= 2 and xt.ndim >= 2 and out.shape[1] == 2 * xt.shape[1]:
+        out = out[:, : xt.shape[1]]  # a learned-variance output: DDIM ignores its v half
+    return _split_output(sched, xt, out, "fixedlarge")[0]
+
+
+def _x0_hat(sched, xt, t, mean_out, mean_type, clip_x0):
+    x0_hat = _predict_x0(sched, xt, t, mean_out, mean_type)
+    return np.clip(x0_hat, -1.0, 1.0) if clip_x0 else x0_hat
 
 
 def _progress(iterable, progress: bool, desc: str):
@@ -103,12 +81,58 @@ class _Trace:
         return {"t": self.steps, "xt": np.stack(self.xt), "x0_pred": np.stack(self.x0_pred)}
 
 
+def reverse_loop(sched, model_fn, xt, t_start, step, x0_pred, trace_steps=None, progress=False,
+                 desc="sampling"):
+    r"""Algorithm 2, lines 2-6, from x_t at step t_start, with the update of line 4 as ``step``.
+
+    Unchecked core of every sampler (the public samplers validate their arguments).
+
+    Args:
+        xt: (B, ...) float64 state at t_start (not modified). step: step(xt, t_batch, t, out)
+            -> x_{t-1}, with t_batch int (B,) and out the model output at (xt, t).
+        x0_pred: x0_pred(xt, t_batch, out) -> x0_hat, for the trace.
+        trace_steps: sorted descending steps to record (from check_trace_steps), or None.
+    Returns:
+        x0, or (x0, trace) as in :func:`sample_from`.
+    """
+    trace = _Trace(trace_steps)
+    B = xt.shape[0]
+    # Algorithm 2, line 2: for t = T, ..., 1 (here from t_start)
+    for t in _progress(range(t_start, 0, -1), progress, desc):
+        tt = np.full(B, t, dtype=np.int64)  # (B,)
+        out = call_model(sched, model_fn, xt, t)  # eps_theta(x_t, t), (B, ...) or (B, 2C, ...)
+        if trace.steps is not None and t in trace.steps:
+            trace.maybe_add(t, xt, x0_pred(xt, tt, out))
+        xt = step(xt, tt, t, out)
+    # Algorithm 2, line 6: return x_0
+    trace.maybe_add(0, xt, xt)
+    return xt if trace.steps is None else (xt, trace.result())
+
+
+def ancestral_step(sched, rng, mean_type, variance, clip_x0, shared_noise=False):
+    r"""The step function of Algorithm 2, lines 3-4: x_{t-1} = mu_theta(x_t, t) + sigma_t z."""
+
+    def step(xt, tt, t, out):
+        mu, _, log_sigma2 = _p_mean_var(sched, xt, tt, out, mean_type, variance, clip_x0)
+        # Algorithm 2, line 3: z ~ N(0, I) if t > 1, else z = 0 (no noise at the last step)
+        if t > 1:
+            z_shape = (1,) + xt.shape[1:] if shared_noise else xt.shape
+            z = np.broadcast_to(rng.standard_normal(z_shape), xt.shape)
+        else:
+            z = np.zeros_like(xt)
+        # Algorithm 2, line 4: x_{t-1} = mu_theta(x_t, t) + sigma_t z, with mu_theta of Eq. (11)
+        return mu + np.exp(0.5 * log_sigma2) * z
+
+    return step
+
+
 def sample_from(
     sched,
     model_fn,
     xt,
     t_start,
     rng,
+    *,
     mean_type="eps",
     variance="fixedlarge",
     clip_x0=False,
@@ -135,33 +159,26 @@ def sample_from(
         x0 (B, ...) float64, or (x0, trace) with trace = {"t": (K,) descending,
         "xt": (K, B, ...), "x0_pred": (K, B, ...)} when trace_steps is given.
     """
-    _check_model_fn(model_fn)
-    _check_rng(rng)
+    check_model_fn(model_fn)
+    check_rng(rng)
     xt = check_x("xt", xt).copy()
-    t_start = _check_int("t_start", t_start, 1, sched.T)
+    t_start = check_int("t_start", t_start, 1, sched.T)
     check_choice("mean_type", mean_type, MEAN_TYPES)
     check_choice("variance", variance, VARIANCES)
-    trace = _Trace(_check_trace_steps(trace_steps, t_start))
-    B = xt.shape[0]
-    # Algorithm 2, line 2: for t = T, ..., 1 (here from t_start)
-    for t in _progress(range(t_start, 0, -1), progress, "sampling"):
-        tt = np.full(B, t, dtype=np.int64)  # (B,)
-        out = call_model(sched, model_fn, xt, t)  # eps_theta(x_t, t), (B, ...) or (B, 2C, ...)
-        if trace.steps is not None and t in trace.steps:
-            x0_hat = predict_x0(sched, xt, tt, _mean_part(out, xt, variance), mean_type, clip_x0)
-            trace.maybe_add(t, xt, x0_hat)
-        mu, _, log_sigma2 = p_mean_var(sched, xt, tt, out, mean_type, variance, clip_x0)
-        # Algorithm 2, line 3: z ~ N(0, I) if t > 1, else z = 0 (no noise at the last step)
-        if t > 1:
-            z_shape = (1,) + xt.shape[1:] if shared_noise else xt.shape
-            z = np.broadcast_to(rng.standard_normal(z_shape), xt.shape)
-        else:
-            z = np.zeros_like(xt)
-        # Algorithm 2, line 4: x_{t-1} = mu_theta(x_t, t) + sigma_t z, with mu_theta of Eq. (11)
-        xt = mu + np.exp(0.5 * log_sigma2) * z
-    # Algorithm 2, line 6: return x_0
-    trace.maybe_add(0, xt, xt)
-    return xt if trace.steps is None else (xt, trace.result())
+    steps = check_trace_steps(trace_steps, t_start)
+    return _sample_from(sched, model_fn, xt, t_start, rng, mean_type, variance, clip_x0, steps,
+                        progress, shared_noise)
+
+
+def _sample_from(sched, model_fn, xt, t_start, rng, mean_type, variance, clip_x0, steps,
+                 progress, shared_noise=False):
+    step = ancestral_step(sched, rng, mean_type, variance, clip_x0, shared_noise)
+
+    def x0_pred(xt, tt, out):
+        return _x0_hat(sched, xt, tt, _split_output(sched, xt, out, variance)[0], mean_type,
+                       clip_x0)
+
+    return reverse_loop(sched, model_fn, xt, t_start, step, x0_pred, steps, progress)
 
 
 def sample(
@@ -169,6 +186,7 @@ def sample(
     model_fn,
     shape,
     rng,
+    *,
     mean_type="eps",
     variance="fixedlarge",
     clip_x0=False,
@@ -186,17 +204,19 @@ def sample(
     Returns:
         x0 (shape) float64, or (x0, trace) when trace_steps is given.
     """
-    _check_model_fn(model_fn)
-    _check_rng(rng)
-    shape = _check_shape(shape)
+    check_model_fn(model_fn)
+    check_rng(rng)
+    shape = check_shape(shape)
+    check_choice("mean_type", mean_type, MEAN_TYPES)
+    check_choice("variance", variance, VARIANCES)
+    steps = check_trace_steps(trace_steps, sched.T)
     # Algorithm 2, line 1: x_T ~ N(0, I)
     xT = rng.standard_normal(shape)
-    return sample_from(
-        sched, model_fn, xT, sched.T, rng, mean_type, variance, clip_x0, trace_steps, progress
-    )
+    return _sample_from(sched, model_fn, xT, sched.T, rng, mean_type, variance, clip_x0, steps,
+                        progress)
 
 
-def ddim_step(sched, xt, t, model_output, eta=0.0, mean_type="eps", clip_x0=False):
+def ddim_step(sched, xt, t, model_output, *, eta=0.0, mean_type="eps", clip_x0=False):
     r"""Mean and variance of one DDIM step x_t -> x_{t-1} (Song et al. 2021, Eq. 12).
 
     x_{t-1} = sqrt(abar_{t-1}) x0_hat + sqrt(1 - abar_{t-1} - sigma_t^2) eps_hat + sigma_t z,
@@ -204,27 +224,49 @@ def ddim_step(sched, xt, t, model_output, eta=0.0, mean_type="eps", clip_x0=Fals
               = eta^2 beta_tilde_t.
     eta = 0: deterministic. eta = 1: the mean equals mu_tilde(x0_hat, x_t) of Eq. (7) and the
     variance beta_tilde_t, i.e. Algorithm 2 with sigma_t^2 = beta_tilde_t ("fixedsmall").
+    eps_hat is the noise the output implies (the mean type's own formula; Eq. 4 at the clipped
+    x0_hat when clip_x0).
 
     Args:
         xt: (B, ...). t: int (B,) steps of ``sched``. model_output: (B, ...) the mean part.
     Returns:
         (mean (B, ...), sigma2 (B, 1, ..., 1)).
     """
+    _check_eta(eta)
+    xt = check_x("xt", xt)
+    t = check_t(sched, t, xt.shape[0])
+    check_choice("mean_type", mean_type, MEAN_TYPES)
+    out, _ = _split_output(sched, xt, model_output, "fixedlarge")
+    return _ddim_step(sched, xt, t, out, eta, mean_type, clip_x0)
+
+
+def _check_eta(eta):
     if not (np.isscalar(eta) and np.isfinite(eta) and eta >= 0):
         raise ValueError(f"eta: expected a finite number >= 0, got {eta!r}")
-    xt = check_x("xt", xt)
-    x0_hat = predict_x0(sched, xt, t, model_output, mean_type, clip_x0)
-    t = np.asarray(t)
+
+
+def _ddim_step(sched, xt, t, out, eta, mean_type, clip_x0):
+    x0_hat = _x0_hat(sched, xt, t, out, mean_type, clip_x0)
     ab_prev = extract(sched.alpha_bar_prev, t, xt.ndim)  # (B, 1, ..., 1)
     omab_prev = extract(sched.one_minus_alpha_bar, t - 1, xt.ndim)  # 1 - alpha_bar_{t-1}
-    if mean_type == "eps" and not clip_x0:
-        eps_hat = np.asarray(model_output, dtype=np.float64)
-    else:  # Eq. (4) solved for eps at x0_hat
-        eps_hat = eps_from_x0(sched, xt, t, x0_hat)
+    eps_hat = _eps_hat(sched, xt, t, out, mean_type, x0_hat if clip_x0 else None)
     sigma2 = eta**2 * extract(sched.beta_tilde, t, xt.ndim)  # (B, 1, ..., 1)
     # Song et al. Eq. (12): "predicted x0" + "direction pointing to x_t" (+ sigma_t z, by caller)
     mean = np.sqrt(ab_prev) * x0_hat + np.sqrt(np.maximum(omab_prev - sigma2, 0.0)) * eps_hat
     return mean, sigma2
+
+
+def ddim_step_fn(sched, rng, eta, mean_type, clip_x0):
+    r"""The step function of DDIM: the mean of :func:`ddim_step` plus sigma_t z (none at t = 1)."""
+
+    def step(xt, tt, t, out):
+        mean, sigma2 = _ddim_step(sched, xt, tt, _ddim_mean_out(sched, xt, out), eta, mean_type,
+                                  clip_x0)
+        if t > 1 and eta > 0:  # no noise at the last step (sigma_1 = 0 anyway)
+            return mean + np.sqrt(sigma2) * rng.standard_normal(xt.shape)
+        return mean
+
+    return step
 
 
 def ddim_sample(
@@ -232,6 +274,7 @@ def ddim_sample(
     model_fn,
     shape,
     rng,
+    *,
     eta=0.0,
     mean_type="eps",
     clip_x0=False,
@@ -248,24 +291,20 @@ def ddim_sample(
     Returns:
         x0 (shape) float64, or (x0, trace) as in :func:`sample_from`.
     """
-    _check_model_fn(model_fn)
-    _check_rng(rng)
-    shape = _check_shape(shape)
+    check_model_fn(model_fn)
+    check_rng(rng)
+    shape = check_shape(shape)
+    _check_eta(eta)
+    check_choice("mean_type", mean_type, MEAN_TYPES)
     # Algorithm 2, line 1: x_T ~ N(0, I) (or the given x_T)
     xt = rng.standard_normal(shape) if x_T is None else check_x("x_T", x_T, shape).copy()
-    trace = _Trace(_check_trace_steps(trace_steps, sched.T))
-    for t in _progress(range(sched.T, 0, -1), progress, "DDIM"):
-        tt = np.full(shape[0], t, dtype=np.int64)  # (B,)
-        out = _mean_part(call_model(sched, model_fn, xt, t), xt, "learned_range")
-        if trace.steps is not None and t in trace.steps:
-            trace.maybe_add(t, xt, predict_x0(sched, xt, tt, out, mean_type, clip_x0))
-        mean, sigma2 = ddim_step(sched, xt, tt, out, eta, mean_type, clip_x0)
-        if t > 1 and eta > 0:  # no noise at the last step (sigma_1 = 0 anyway)
-            xt = mean + np.sqrt(sigma2) * rng.standard_normal(shape)
-        else:
-            xt = mean
-    trace.maybe_add(0, xt, xt)
-    return xt if trace.steps is None else (xt, trace.result())
+    steps = check_trace_steps(trace_steps, sched.T)
+    step = ddim_step_fn(sched, rng, eta, mean_type, clip_x0)
+
+    def x0_pred(xt, tt, out):
+        return _x0_hat(sched, xt, tt, _ddim_mean_out(sched, xt, out), mean_type, clip_x0)
+
+    return reverse_loop(sched, model_fn, xt, sched.T, step, x0_pred, steps, progress, "DDIM")
 
 
 def interpolate(
@@ -276,6 +315,7 @@ def interpolate(
     t,
     n,
     rng,
+    *,
     mean_type="eps",
     variance="fixedlarge",
     clip_x0=False,
@@ -294,10 +334,12 @@ def interpolate(
     Returns:
         (n, ...) float64, row i decoded from lambda_i.
     """
-    _check_model_fn(model_fn)
-    _check_rng(rng)
-    t = _check_int("t", t, 0, sched.T)
-    n = _check_int("n", n, 1)
+    check_model_fn(model_fn)
+    check_rng(rng)
+    t = check_int("t", t, 0, sched.T)
+    n = check_int("n", n, 1)
+    check_choice("mean_type", mean_type, MEAN_TYPES)
+    check_choice("variance", variance, VARIANCES)
     x0_a = check_x("x0_a", np.asarray(x0_a)[None])  # (1, ...)
     x0_b = check_x("x0_b", np.asarray(x0_b)[None], x0_a.shape)
     lam = np.linspace(0.0, 1.0, n).reshape((n,) + (1,) * (x0_a.ndim - 1))  # (n, 1, ..., 1)
@@ -307,15 +349,5 @@ def interpolate(
     x_t_a = q_sample(sched, x0_a, tt, rng.standard_normal(x0_a.shape))  # Eq. (4), (1, ...)
     x_t_b = q_sample(sched, x0_b, tt, rng.standard_normal(x0_b.shape))
     xbar = (1.0 - lam) * x_t_a + lam * x_t_b  # (n, ...)
-    return sample_from(
-        sched,
-        model_fn,
-        xbar,
-        t,
-        rng,
-        mean_type,
-        variance,
-        clip_x0,
-        progress=progress,
-        shared_noise=True,
-    )
+    return _sample_from(sched, model_fn, xbar, t, rng, mean_type, variance, clip_x0, None,
+                        progress, shared_noise=True)

@@ -17,8 +17,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-KINDS = ("linear", "cosine", "quadratic", "sigmoid", "constant")
-
 
 def _readonly(a: np.ndarray) -> np.ndarray:
     a = np.array(a, dtype=np.float64)
@@ -51,10 +49,12 @@ class Schedule:
         timesteps: int64 (T+1,); the step of the *original* schedule that step t of this one
             stands for (identity unless the schedule was respaced). Networks are conditioned on
             ``timesteps[t]``.
+        kind: the name it was made from (``make_schedule``), None for given betas; for its repr.
     """
 
     beta: np.ndarray
     timesteps: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
+    kind: str | None = None  # the make_schedule kind it came from (None: given betas)
 
     # derived in __post_init__
     T: int = field(init=False)
@@ -123,8 +123,17 @@ class Schedule:
         set_("posterior_mean_coef1", _readonly(coef1))
         set_("posterior_mean_coef2", _readonly(coef2))
 
+    def __repr__(self) -> str:
+        # short: kind, T, the beta range and alpha_bar_T (the arrays themselves are T+1 long)
+        kind = self.kind or "given betas"
+        if self.timesteps[-1] != self.T:
+            kind += f", respaced from T = {int(self.timesteps[-1])}"
+        b = self.beta[1:]
+        return (f"Schedule({kind}, T={self.T}, beta {b.min():.3g}..{b.max():.3g}, "
+                f"alpha_bar_T={self.alpha_bar[self.T]:.3g})")
+
     @classmethod
-    def from_betas(cls, betas) -> Schedule:
+    def from_betas(cls, betas, kind=None) -> Schedule:
         """A schedule from any user array of beta_1..beta_T (length T, no t = 0 entry)."""
         betas = np.asarray(betas)
         if betas.ndim != 1 or betas.shape[0] < 1:
@@ -135,7 +144,7 @@ class Schedule:
             betas.dtype, np.integer
         ):
             raise ValueError(f"betas: expected real numbers, got dtype {betas.dtype}")
-        return cls(np.concatenate([[np.nan], betas.astype(np.float64)]))
+        return cls(np.concatenate([[np.nan], betas.astype(np.float64)]), kind=kind)
 
     @property
     def alpha_bar_prev(self) -> np.ndarray:
@@ -169,37 +178,73 @@ class Schedule:
         ab_prev = np.concatenate([[1.0], ab[:-1]])
         beta = np.concatenate([[np.nan], 1.0 - ab / ab_prev])
         timesteps = np.concatenate([[0], self.timesteps[keep]])
-        return Schedule(beta, timesteps=timesteps)
+        return Schedule(beta, timesteps=timesteps, kind=self.kind)
+
+
+# ---- the named schedules: kind -> (beta_1..beta_T, the parameters that rescale it to any T) ----
+# Each betas function takes (T, params) and pops the parameters it knows; adding a schedule is
+# one function and one SCHEDULES entry.
+
+def _linear(T, params):
+    # Paper §4: beta_1 = 1e-4 rising linearly to beta_T = 0.02 (T = 1000).
+    b0, b1 = params.pop("beta_start", 1e-4), params.pop("beta_end", 0.02)
+    return np.linspace(b0, b1, T, dtype=np.float64)
+
+
+def _quadratic(T, params):
+    # Ho et al.'s "quad": linear in sqrt(beta).
+    b0, b1 = params.pop("beta_start", 1e-4), params.pop("beta_end", 0.02)
+    return np.linspace(b0**0.5, b1**0.5, T, dtype=np.float64) ** 2
+
+
+def _sigmoid(T, params):
+    # A sigmoid ramp from beta_start to beta_end over [-6, 6].
+    b0, b1 = params.pop("beta_start", 1e-4), params.pop("beta_end", 0.02)
+    x = np.linspace(-6.0, 6.0, T)
+    return b0 + (b1 - b0) / (1.0 + np.exp(-x))
+
+
+def _constant(T, params):
+    return np.full(T, float(params.pop("beta", 0.02)))
+
+
+def _cosine(T, params):
+    # Nichol & Dhariwal (2021), Eq. (17): alpha_bar(t) = f(t) / f(0),
+    # f(t) = cos^2(((t / T) + s) / (1 + s) * pi / 2),
+    # beta_t = min(1 - abar_t / abar_{t-1}, 0.999)
+    t = np.arange(1, T + 1, dtype=np.float64)  # (T,)
+    s = float(params.pop("s", 0.008))
+    max_beta = float(params.pop("max_beta", 0.999))
+    f = lambda u: np.cos((u / T + s) / (1.0 + s) * np.pi / 2.0) ** 2
+    return np.minimum(1.0 - f(t) / f(t - 1.0), max_beta)
+
+
+def _endpoints_scaled(T):
+    # the T = 1000 endpoints scaled by 1000 / T (capped at 0.999), as Nichol & Dhariwal do
+    end = min(0.02 * 1000 / T, 0.999)
+    return {"beta_start": min(1e-4 * 1000 / T, end), "beta_end": end}
+
+
+def _as_is(T):
+    return {}
+
+
+SCHEDULES = {  # kind -> (betas(T, params), scaled_params(T) for scaled_schedule)
+    "linear": (_linear, _endpoints_scaled),
+    "cosine": (_cosine, _as_is),  # defined for any T as is
+    "quadratic": (_quadratic, _endpoints_scaled),
+    "sigmoid": (_sigmoid, _endpoints_scaled),
+    "constant": (_constant, _as_is),
+}
+KINDS = tuple(SCHEDULES)
+TRAIN_KINDS = tuple(k for k in KINDS if k != "constant")  # `train --schedule` (constant: teaching)
 
 
 def _betas(kind: str, T: int, **params) -> np.ndarray:
     """beta_1..beta_T, shape (T,), for a named schedule."""
-    t = np.arange(1, T + 1, dtype=np.float64)  # (T,)
-    if kind == "linear":
-        # Paper §4: beta_1 = 1e-4 rising linearly to beta_T = 0.02 (T = 1000).
-        b0, b1 = params.pop("beta_start", 1e-4), params.pop("beta_end", 0.02)
-        betas = np.linspace(b0, b1, T, dtype=np.float64)
-    elif kind == "quadratic":
-        # Ho et al.'s "quad": linear in sqrt(beta).
-        b0, b1 = params.pop("beta_start", 1e-4), params.pop("beta_end", 0.02)
-        betas = np.linspace(b0**0.5, b1**0.5, T, dtype=np.float64) ** 2
-    elif kind == "sigmoid":
-        # A sigmoid ramp from beta_start to beta_end over [-6, 6].
-        b0, b1 = params.pop("beta_start", 1e-4), params.pop("beta_end", 0.02)
-        x = np.linspace(-6.0, 6.0, T)
-        betas = b0 + (b1 - b0) / (1.0 + np.exp(-x))
-    elif kind == "constant":
-        betas = np.full(T, float(params.pop("beta", 0.02)))
-    elif kind == "cosine":
-        # Nichol & Dhariwal (2021), Eq. (17): alpha_bar(t) = f(t) / f(0),
-        # f(t) = cos^2(((t / T) + s) / (1 + s) * pi / 2),
-        # beta_t = min(1 - abar_t / abar_{t-1}, 0.999)
-        s = float(params.pop("s", 0.008))
-        max_beta = float(params.pop("max_beta", 0.999))
-        f = lambda u: np.cos((u / T + s) / (1.0 + s) * np.pi / 2.0) ** 2
-        betas = np.minimum(1.0 - f(t) / f(t - 1.0), max_beta)
-    else:
+    if kind not in SCHEDULES:
         raise ValueError(f"kind: expected one of {KINDS}, got {kind!r}")
+    betas = SCHEDULES[kind][0](T, params)
     if params:
         raise ValueError(f"params: unexpected for kind {kind!r}: {sorted(params)}")
     return betas
@@ -224,4 +269,17 @@ def make_schedule(kind: str = "linear", T: int = 1000, **params) -> Schedule:
         raise ValueError(f"T: expected an integer >= 1, got {T}")
     if kind not in KINDS:
         raise ValueError(f"kind: expected one of {KINDS}, got {kind!r}")
-    return Schedule.from_betas(_betas(kind, int(T), **params))
+    return Schedule.from_betas(_betas(kind, int(T), **params), kind=kind)
+
+
+def scaled_schedule(kind: str, T: int):
+    """A schedule of T steps whose betas are the paper's T = 1000 ones scaled by 1000 / T.
+
+    For linear/quadratic/sigmoid: beta_start = 1e-4 * 1000 / T, beta_end = 0.02 * 1000 / T
+    (capped at 0.999), as Nichol & Dhariwal (2021) do, so that alpha_bar_T stays near 0 and
+    x_T near N(0, I) at any T. Cosine is defined for any T as is.
+    Returns:
+        (sched, schedule_info) with schedule_info = {"kind": kind, "params": {...}}.
+    """
+    params = SCHEDULES[kind][1](T) if kind in SCHEDULES else {}
+    return make_schedule(kind, T, **params), {"kind": kind, "params": params}

@@ -3,12 +3,11 @@
 import numpy as np
 import pytest
 
-from ddpm_ref.diffusion import p_mean_var, q_sample, q_step
+from ddpm_ref.diffusion import eps_from_x0, p_mean_var, predict_x0, q_sample, q_step
 from ddpm_ref.elbo import (
     bound_estimate,
     bound_terms,
     discretized_gaussian_log_likelihood,
-    l_simple_per_example,
     prior_kl,
     vlb_term,
 )
@@ -88,8 +87,32 @@ def test_bound_terms_structure_and_chunk_independence():
             r1["L"][:, t], vlb_term(sched, x0, xt, tt, model_fn(xt, tt)), rtol=1e-12
         )
         np.testing.assert_allclose(
-            r1["l_simple"][:, t], l_simple_per_example(eps, model_fn(xt, tt)), rtol=1e-12
-        )
+            r1["l_simple"][:, t], ((eps - model_fn(xt, tt)) ** 2).mean(axis=(1, 2, 3)),
+            rtol=1e-12)
+
+
+def test_eq5_bound_terms_variants_equal_separate_runs():
+    # several (variance, clip_x0) variants from one model call per (t, example) reproduce the
+    # separate runs bit for bit (same noise stream, same arithmetic), with the model called once
+    sched = make_schedule("linear", 20)
+    x0 = grid_data(np.random.default_rng(4), (3, 1, 2, 2))
+    calls = []
+
+    def model_fn(xt, t):
+        calls.append(t.shape[0])
+        return 0.2 * xt + 1e-3 * t[:, None, None, None]
+
+    variants = {"a": ("fixedlarge", False), "b": ("fixedsmall", True)}
+    both = bound_terms(sched, model_fn, x0, np.random.default_rng(2), t_chunk=6,
+                       variants=variants)
+    assert sum(calls) == 20 * 3
+    for name, (variance, clip) in variants.items():
+        one = bound_terms(sched, model_fn, x0, np.random.default_rng(2), t_chunk=6,
+                          variance=variance, clip_x0=clip)
+        for key in ("L", "L_0", "L_sum", "total"):
+            np.testing.assert_array_equal(both[key][name], one[key])
+        for key in ("L_T", "l_simple", "x0_mse"):
+            np.testing.assert_array_equal(both[key], one[key])
 
 
 def test_bound_estimate_is_unbiased_and_draws_every_t():
@@ -109,6 +132,42 @@ def test_bound_estimate_is_unbiased_and_draws_every_t():
     exact = bound_terms(sched, model_fn, x0[:20_000], rng, decoder="gaussian")["total"]
     se = np.sqrt(est.var() / N + exact.var() / exact.size)  # 5 combined standard errors
     assert abs(est.mean() - exact.mean()) < 5 * se
+
+
+def test_eq5_bound_estimate_is_prior_kl_plus_T_times_the_drawn_term():
+    # replay the rng: t ~ U{1..T} (Algorithm 1, line 3), then eps; the estimate is exactly
+    # L_T + T L_{t-1}(x0, x_t) (a missing L_T is ~1e-5 nats: only an exact identity sees it)
+    sched = make_schedule("linear", 30, beta_end=0.2)
+    x0 = grid_data(np.random.default_rng(3), (7, 1, 2, 2))
+    model_fn = lambda xt, t: 0.3 * xt - 1e-3 * t[:, None, None, None]
+    for mean_type in ("eps", "x0"):
+        est = bound_estimate(sched, model_fn, x0, np.random.default_rng(8), mean_type=mean_type)
+        replay = np.random.default_rng(8)
+        t = replay.integers(1, 31, size=7)
+        xt = q_sample(sched, x0, t, replay.standard_normal(x0.shape))
+        want = prior_kl(sched, x0) + 30 * vlb_term(sched, x0, xt, t, model_fn(xt, t),
+                                                    mean_type=mean_type)
+        np.testing.assert_allclose(est, want, rtol=1e-13)
+        assert np.all(prior_kl(sched, x0) > 0)
+
+
+@pytest.mark.parametrize("mean_type", ["x0", "mu", "v"])
+def test_eq14_bound_terms_l_simple_column_for_other_mean_types(mean_type):
+    # the l_simple column is the eps-MSE of the noise the output implies: Eq. (4) solved for eps
+    # at x0_hat (unclipped), replayed with the noise stream of t_chunk = 1
+    sched = make_schedule("linear", 12)
+    x0 = grid_data(np.random.default_rng(6), (4, 1, 2, 2))
+    model_fn = lambda xt, t: 0.4 * xt + 0.01 * t[:, None, None, None]
+    r = bound_terms(sched, model_fn, x0, np.random.default_rng(2), t_chunk=1, mean_type=mean_type)
+    replay = np.random.default_rng(2)
+    for t in range(1, 13):
+        eps = replay.standard_normal(x0.shape)
+        tt = np.full(4, t)
+        xt = q_sample(sched, x0, tt, eps)
+        eps_hat = eps_from_x0(sched, xt, tt, predict_x0(sched, xt, tt, model_fn(xt, tt),
+                                                          mean_type))
+        np.testing.assert_allclose(r["l_simple"][:, t], ((eps - eps_hat) ** 2).mean(axis=(1, 2, 3)),
+                                   rtol=1e-9)
 
 
 def test_bad_bound_inputs():

@@ -4,6 +4,9 @@ import numpy as np
 import pytest
 
 from ddpm_ref.diffusion import (
+    PARAMETRISATIONS,
+    _eps_hat,
+    _x0_gain,
     eps_from_mu,
     eps_from_x0,
     fixed_variance,
@@ -13,6 +16,7 @@ from ddpm_ref.diffusion import (
     q_posterior,
     q_sample,
     q_step,
+    regression_target,
     x0_from_eps,
 )
 from ddpm_ref.schedule import make_schedule
@@ -39,6 +43,26 @@ def test_eq2_composed_equals_eq4_exact():
         coef = q_step(sched, coef, np.array([t]), unit)
         np.testing.assert_allclose(coef[0, 0], np.sqrt(sched.alpha_bar[t]), rtol=1e-12)
         np.testing.assert_allclose(np.sum(coef[0, 1:] ** 2), 1 - sched.alpha_bar[t], rtol=1e-12)
+
+
+def test_eq2_q_step_with_given_noise():
+    # Eq. (2) with a given eps: x_t = sqrt(1 - beta_t) x_{t-1} + sqrt(beta_t) eps (the sign of the
+    # noise is invisible to the moment checks, not to this one)
+    rng = np.random.default_rng(30)
+    x_prev, eps = rng.standard_normal((5, 3)), rng.standard_normal((5, 3))
+    t = np.array([1, 2, 50, 999, 1000])
+    beta = SCHED.beta[t][:, None]
+    want = np.sqrt(1 - beta) * x_prev + np.sqrt(beta) * eps
+    np.testing.assert_allclose(q_step(SCHED, x_prev, t, eps), want, rtol=1e-14, atol=1e-15)
+
+
+def test_fixedlarge_sigma1_is_beta_tilde_2_at_T2():
+    # Ho et al.'s sigma_1^2 = beta_tilde_2 holds from the smallest T where beta_tilde_2 exists
+    sched = make_schedule("linear", 2, beta_start=0.1, beta_end=0.3)
+    s2, log_s2 = fixed_variance(sched, "fixedlarge")
+    bt2 = (1 - sched.alpha_bar[1]) / (1 - sched.alpha_bar[2]) * sched.beta[2]  # Eq. (7)
+    np.testing.assert_allclose([s2[1], s2[2]], [bt2, 0.3], rtol=1e-14)
+    np.testing.assert_allclose(log_s2[1:], np.log([bt2, 0.3]), rtol=1e-14)
 
 
 def test_eq2_composed_equals_eq4_monte_carlo():
@@ -142,16 +166,19 @@ def test_three_mean_types_agree_on_the_true_x0(variance):
     eps = rng.standard_normal(x0.shape)
     xt = q_sample(SCHED, x0, t, eps)
     mu_tilde, _ = q_posterior(SCHED, x0, xt, t)
-    outputs = {"eps": eps, "x0": x0, "mu": mu_tilde}
+    outputs = {"eps": eps, "x0": x0, "mu": mu_tilde,
+               "v": regression_target(SCHED, x0, xt, t, eps, "v")}
+    assert set(outputs) == set(PARAMETRISATIONS)  # every row of the table is exercised
     for mean_type, out in outputs.items():
         np.testing.assert_allclose(predict_x0(SCHED, xt, t, out, mean_type), x0,
                                    rtol=1e-12, atol=1e-12)
         for clip in (False, True):  # x0 lies in [-1, 1], so clipping changes nothing
-            mu, _, _ = p_mean_var(SCHED, xt, t, out, mean_type, variance, clip_x0=clip)
+            mu, _, _ = p_mean_var(SCHED, xt, t, out, mean_type=mean_type, variance=variance,
+                                  clip_x0=clip)
             np.testing.assert_allclose(mu, mu_tilde, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("mean_type", ["eps", "x0", "mu"])
+@pytest.mark.parametrize("mean_type", list(PARAMETRISATIONS))
 def test_clip_x0_uses_eq7_with_clipped_x0(mean_type):
     rng = np.random.default_rng(6)
     B = 6
@@ -162,8 +189,39 @@ def test_clip_x0_uses_eq7_with_clipped_x0(mean_type):
     assert np.any(np.abs(x0_hat) > 1)  # the test exercises clipping
     clipped = predict_x0(SCHED, xt, t, out, mean_type, clip_x0=True)
     np.testing.assert_array_equal(clipped, np.clip(x0_hat, -1, 1))
-    mu, _, _ = p_mean_var(SCHED, xt, t, out, mean_type, clip_x0=True)
+    mu, _, _ = p_mean_var(SCHED, xt, t, out, mean_type=mean_type, clip_x0=True)
     np.testing.assert_allclose(mu, q_posterior(SCHED, clipped, xt, t)[0], rtol=1e-12, atol=1e-14)
+
+
+def test_v_prediction_target_is_salimans_ho_v():
+    # Salimans & Ho (2022): v = sqrt(abar_t) eps - sqrt(1 - abar_t) x0; with Eq. (4) it is the
+    # rotation (x_t, v) = R(phi) (x0, eps), cos phi = sqrt(abar_t), so |x_t|^2 + |v|^2 =
+    # |x0|^2 + |eps|^2 for every example, and x0 = sqrt(abar) x_t - sqrt(1 - abar) v
+    rng = np.random.default_rng(21)
+    x0, t = _batch(rng, shape=(5,))
+    eps = rng.standard_normal(x0.shape)
+    xt = q_sample(SCHED, x0, t, eps)
+    v = regression_target(SCHED, x0, xt, t, eps, "v")
+    ab, omab = SCHED.alpha_bar[t][:, None], SCHED.one_minus_alpha_bar[t][:, None]
+    np.testing.assert_allclose(v, np.sqrt(ab) * eps - np.sqrt(omab) * x0, rtol=1e-14, atol=1e-15)
+    np.testing.assert_allclose((xt**2 + v**2).sum(1), (x0**2 + eps**2).sum(1), rtol=1e-12)
+    np.testing.assert_allclose(predict_x0(SCHED, xt, t, v, "v"), x0, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(_eps_hat(SCHED, xt, t, v, "v"), eps, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("mean_type", list(PARAMETRISATIONS))
+def test_x0_gain_matches_finite_differences(mean_type):
+    # x0_hat is linear in the output: d x0_hat / d out (the table's x0_gain) by centred
+    # differences; a linear map has no truncation error, so only rounding (~1e-16 / h) remains
+    rng = np.random.default_rng(22)
+    xt = rng.standard_normal((6, 3))
+    t = np.array([1, 2, 10, 300, 999, 1000])
+    out = rng.standard_normal((6, 3))
+    h = 1e-3
+    num = (predict_x0(SCHED, xt, t, out + h, mean_type)
+           - predict_x0(SCHED, xt, t, out - h, mean_type)) / (2 * h)
+    gain = np.broadcast_to(_x0_gain(SCHED, t, 2, mean_type), num.shape)
+    np.testing.assert_allclose(gain, num, rtol=1e-9)
 
 
 def test_fixed_variances_follow_ho_et_al():
@@ -180,6 +238,22 @@ def test_fixed_variances_follow_ho_et_al():
     assert s2[0, 0] == 0.0 and log_s2[0, 0] == np.log(SCHED.beta_tilde[2])
     s2_table, _ = fixed_variance(SCHED, "fixedlarge")
     assert s2_table.shape == (1001,) and np.isnan(s2_table[0])
+
+
+def test_learned_variance_output_is_log_sigma2():
+    # Table 2's "learned diagonal Sigma": the second half of axis 1 is log sigma_t^2 itself
+    rng = np.random.default_rng(8)
+    B, C = 4, 2
+    xt = rng.standard_normal((B, C, 3))
+    t = np.array([1, 2, 300, 1000])
+    mean_out, v = rng.standard_normal((B, C, 3)), rng.uniform(-12, 0, size=(B, C, 3))
+    mu, s2, log_s2 = p_mean_var(SCHED, xt, t, np.concatenate([mean_out, v], axis=1),
+                                variance="learned")
+    np.testing.assert_array_equal(log_s2, v)
+    np.testing.assert_allclose(s2, np.exp(v), rtol=1e-15)
+    np.testing.assert_allclose(mu, mu_from_eps(SCHED, xt, t, mean_out), rtol=1e-14)
+    with pytest.raises(ValueError, match="model_output: expected shape \\(4, 4, 3\\)"):
+        p_mean_var(SCHED, xt, t, mean_out, variance="learned")
 
 
 def test_learned_range_interpolates_log_variance():
@@ -262,8 +336,8 @@ def test_bad_model_output_and_choices():
     with pytest.raises(ValueError, match=r"^model_output: expected a floating"):
         p_mean_var(SCHED, x, t, out.astype(int))
     with pytest.raises(ValueError, match=r"^mean_type: expected one of"):
-        p_mean_var(SCHED, x, t, out, mean_type="v")
+        p_mean_var(SCHED, x, t, out, mean_type="velocity")
     with pytest.raises(ValueError, match=r"^variance: expected one of"):
-        p_mean_var(SCHED, x, t, out, variance="learned")
+        p_mean_var(SCHED, x, t, out, variance="learnt")
     with pytest.raises(ValueError, match=r"^mean_type: expected one of"):
         predict_x0(SCHED, x, t, out, mean_type="xprev")

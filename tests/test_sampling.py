@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from ddpm_ref import sampling
-from ddpm_ref.diffusion import p_mean_var, predict_x0
+from ddpm_ref.diffusion import fixed_variance, p_mean_var, predict_x0
 from ddpm_ref.schedule import make_schedule
 
 SCHED = make_schedule("linear", 1000)
@@ -149,6 +149,93 @@ def test_ddim_eta1_step_equals_fixedsmall_ancestral_step():
         np.testing.assert_allclose(sigma2, s2, rtol=1e-12, atol=0)
 
 
+@pytest.mark.parametrize("mean_type", ["eps", "x0", "mu", "v"])
+def test_ddim_eta1_step_equals_fixedsmall_ancestral_step_for_every_mean_type(mean_type):
+    # Song et al. Eq. (12) at eta = 1 is Algorithm 2 with beta_tilde for every parametrisation:
+    # eps_hat must be the noise the output implies, not the raw output
+    rng = np.random.default_rng(18)
+    xt = rng.normal(size=(6, 3))
+    t = np.array([1, 2, 10, 300, 999, 1000])
+    out = rng.normal(size=(6, 3))
+    for clip in (False, True):
+        mean, sigma2 = sampling.ddim_step(SCHED, xt, t, out, eta=1.0, mean_type=mean_type,
+                                          clip_x0=clip)
+        mu, s2, _ = p_mean_var(SCHED, xt, t, out, mean_type=mean_type, variance="fixedsmall",
+                               clip_x0=clip)
+        np.testing.assert_allclose(mean, mu, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(sigma2, s2, rtol=1e-12, atol=0)
+
+
+def test_ddim_step_at_intermediate_eta_and_default_eta():
+    # Song et al. Eq. (12)/(16): sigma_t^2 = eta^2 (1 - abar_{t-1}) / (1 - abar_t)
+    # (1 - abar_t / abar_{t-1}), and the mean sqrt(abar_{t-1}) x0_hat
+    # + sqrt(1 - abar_{t-1} - sigma_t^2) eps_hat; the default eta is 0 (deterministic)
+    rng = np.random.default_rng(19)
+    xt, out = rng.normal(size=(5, 2)), rng.normal(size=(5, 2))
+    t = np.array([2, 3, 100, 700, 1000])
+    ab, ab_prev = SCHED.alpha_bar[t][:, None], SCHED.alpha_bar[t - 1][:, None]
+    x0_hat = (xt - np.sqrt(1 - ab) * out) / np.sqrt(ab)
+    for eta in (0.3, 0.75):
+        mean, sigma2 = sampling.ddim_step(SCHED, xt, t, out, eta=eta)
+        s2 = eta**2 * (1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev)
+        np.testing.assert_allclose(sigma2, s2, rtol=1e-10)
+        np.testing.assert_allclose(mean, np.sqrt(ab_prev) * x0_hat
+                                   + np.sqrt(1 - ab_prev - s2) * out, rtol=1e-10, atol=1e-12)
+    mean0, sigma2_0 = sampling.ddim_step(SCHED, xt, t, out)
+    np.testing.assert_array_equal(sigma2_0, 0.0)
+    np.testing.assert_allclose(mean0, np.sqrt(ab_prev) * x0_hat + np.sqrt(1 - ab_prev) * out,
+                               rtol=1e-10, atol=1e-12)
+
+
+def test_interpolate_mixes_the_two_encoded_latents():
+    # Fig. 8: xbar_t = (1 - lambda) x_t + lambda x'_t with x_t, x'_t ~ q(. | x0_a), q(. | x0_b)
+    # (Eq. 4), decoded from step t with one shared noise per step: replay the rng exactly
+    from ddpm_ref.diffusion import q_sample
+
+    sched = make_schedule("linear", 30, beta_end=0.2)
+    model_fn = lambda xt, t: np.tanh(xt) * 0.3  # nonlinear: the endpoints do not fix the rest
+    xa, xb = np.array([1.0, -2.0]), np.array([-0.5, 3.0])
+    got = sampling.interpolate(sched, model_fn, xa, xb, t=12, n=4, rng=np.random.default_rng(5))
+    rng = np.random.default_rng(5)
+    tt = np.array([12])
+    za = q_sample(sched, xa[None], tt, rng.standard_normal((1, 2)))
+    zb = q_sample(sched, xb[None], tt, rng.standard_normal((1, 2)))
+    lam = np.linspace(0, 1, 4)[:, None]
+    want = sampling.sample_from(sched, model_fn, (1 - lam) * za + lam * zb, 12, rng,
+                                shared_noise=True)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_shared_noise_is_one_draw_per_dimension_shared_by_the_batch():
+    # Algorithm 2, line 3 with one z ~ N(0, I) of the per-example shape per step, broadcast to
+    # every example: replay it by hand with a model whose mu_theta is known (eps_theta = 0)
+    sched = make_schedule("linear", 4, beta_start=0.1, beta_end=0.3)
+    zero = lambda xt, t: np.zeros_like(xt)
+    x_start = np.tile(np.array([[0.5, -1.0, 2.0]]), (3, 1))
+    got = sampling.sample_from(sched, zero, x_start, 4, np.random.default_rng(7), shared_noise=True)
+    rng, x = np.random.default_rng(7), x_start[:1]
+    s2 = fixed_variance(sched, "fixedlarge")[0]
+    for t in range(4, 0, -1):
+        x = x / np.sqrt(sched.alpha[t])  # Eq. (11) with eps_theta = 0
+        if t > 1:
+            x = x + np.sqrt(s2[t]) * rng.standard_normal((1, 3))
+    np.testing.assert_allclose(got, np.repeat(x, 3, axis=0), rtol=1e-13)
+    assert len(set(np.round(got[0], 12))) == 3  # the three dimensions got different noise
+
+
+def test_trace_at_step_0_only_records_the_final_x0():
+    sched = make_schedule("linear", 10, beta_end=0.2)
+    x, tr = sampling.sample(sched, lambda xt, t: 0.1 * xt, (3, 2), np.random.default_rng(2),
+                            trace_steps=[0])
+    assert list(tr["t"]) == [0]
+    np.testing.assert_array_equal(tr["xt"][0], x)
+    np.testing.assert_array_equal(tr["x0_pred"][0], x)
+    x, tr = sampling.ddim_sample(sched, lambda xt, t: 0.1 * xt, (3, 2), np.random.default_rng(2),
+                                 trace_steps=[0])
+    assert list(tr["t"]) == [0]
+    np.testing.assert_array_equal(tr["xt"][0], x)
+
+
 def test_ddim_eta1_sampling_equals_algorithm2_fixedsmall():
     # same rng stream: x_T then one z per step t > 1 in both samplers
     sched = make_schedule("linear", 100, beta_end=0.1)
@@ -196,6 +283,43 @@ def test_interpolate_endpoints_and_shared_noise():
     assert img.shape == (3, 1, 4, 4)
 
 
+def _as_mean_type(sched, eps_fn, mean_type):
+    """The model_fn of another parametrisation that carries the same x0_hat as eps_fn."""
+    from ddpm_ref.diffusion import regression_target, x0_from_eps
+
+    def model_fn(xt, t):
+        eps = eps_fn(xt, t)
+        x0_hat = x0_from_eps(sched, xt, t, eps)
+        return regression_target(sched, x0_hat, xt, t, eps, mean_type)
+
+    return model_fn
+
+
+@pytest.mark.parametrize("mean_type", ["x0", "mu", "v"])
+def test_every_mean_type_samples_as_eps_on_the_mixture_oracle(mean_type):
+    # the exact eps* of a Gaussian mixture rewritten as each parametrisation's output (same
+    # x0_hat) gives the same chain: ancestral (Algorithm 2), DDIM eta = 0 and eta = 1/2, and a
+    # respaced DDIM; differences are rounding amplified by at most 1 / sqrt(abar_T) per step
+    from ddpm_ref.analytic import oracle_model_fn
+    from ddpm_ref.data.toy2d import GMM
+
+    sched = make_schedule("linear", 60, beta_start=1e-3, beta_end=0.2)
+    eps_fn = oracle_model_fn(sched, GMM)
+    other = _as_mean_type(sched, eps_fn, mean_type)
+    kw = dict(clip_x0=False)
+    a = sampling.sample(sched, eps_fn, (50, 2), np.random.default_rng(3), **kw)
+    b = sampling.sample(sched, other, (50, 2), np.random.default_rng(3), mean_type=mean_type, **kw)
+    np.testing.assert_allclose(b, a, rtol=1e-8, atol=1e-9)
+    # respacing keeps alpha_bar, so eps, x0 and v outputs keep their meaning; a "mu" output is
+    # the posterior mean towards the ORIGINAL previous step and cannot be respaced
+    runs = ((sched, 0.0), (sched, 0.5)) + (((sched.respace(12), 0.0),) if mean_type != "mu" else ())
+    for s_, eta in runs:  # model_fn is called with original steps
+        a = sampling.ddim_sample(s_, eps_fn, (50, 2), np.random.default_rng(4), eta=eta)
+        b = sampling.ddim_sample(s_, other, (50, 2), np.random.default_rng(4), eta=eta,
+                                 mean_type=mean_type)
+        np.testing.assert_allclose(b, a, rtol=1e-8, atol=1e-9)
+
+
 def test_learned_range_output_is_accepted():
     model_fn = lambda xt, t: np.concatenate([0.1 * xt, np.zeros_like(xt)], axis=1)  # v = 0
     sched = make_schedule("linear", 10, beta_end=0.2)
@@ -211,6 +335,19 @@ def test_learned_range_output_is_accepted():
     assert sampling.ddim_sample(sched, model_fn, (3, 2), np.random.default_rng(0)).shape == (3, 2)
 
 
+def test_learned_variance_at_log_beta_samples_as_fixedlarge():
+    # variance="learned" reads log sigma_t^2 from the output: outputting fixedlarge's log sigma_t^2
+    # must give Algorithm 2 with fixedlarge, draw for draw (same rng stream, same arithmetic)
+    sched = make_schedule("linear", 10, beta_end=0.2)
+    _, log_s2 = fixed_variance(sched, "fixedlarge")  # (T+1,)
+    eps_fn = lambda xt, t: 0.1 * xt
+    learned_fn = lambda xt, t: np.concatenate(
+        [eps_fn(xt, t), np.broadcast_to(log_s2[t][:, None], xt.shape)], axis=1)
+    a = sampling.sample(sched, learned_fn, (5, 2), np.random.default_rng(3), variance="learned")
+    b = sampling.sample(sched, eps_fn, (5, 2), np.random.default_rng(3), variance="fixedlarge")
+    np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize(
     "call, match",
     [
@@ -220,7 +357,7 @@ def test_learned_range_output_is_accepted():
         (lambda f, r: sampling.sample(SCHED, f, 5, r), "shape:"),
         (lambda f, r: sampling.sample(SCHED, "net", (2, 2), r), "model_fn:"),
         (lambda f, r: sampling.sample(SCHED, f, (2, 2), 0), "rng:"),
-        (lambda f, r: sampling.sample(SCHED, f, (2, 2), r, mean_type="v"), "mean_type:"),
+        (lambda f, r: sampling.sample(SCHED, f, (2, 2), r, mean_type="velocity"), "mean_type:"),
         (lambda f, r: sampling.sample(SCHED, f, (2, 2), r, variance="big"), "variance:"),
         (lambda f, r: sampling.sample(SCHED, f, (2, 2), r, trace_steps=[1001]), "trace_steps:"),
         (lambda f, r: sampling.sample(SCHED, f, (2, 2), r, trace_steps=[]), "trace_steps:"),

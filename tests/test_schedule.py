@@ -74,6 +74,32 @@ def test_quadratic_is_linear_in_sqrt_beta():
     np.testing.assert_allclose([sched.beta[1], sched.beta[100]], [1e-4, 0.02], rtol=1e-13)
 
 
+def test_sigmoid_endpoints_monotone_and_symmetric():
+    # beta_t = b0 + (b1 - b0) sigmoid(x_t), x_t = -6 .. 6 evenly: beta_1 and beta_T are the
+    # sigmoid at -/+6, it rises, and sigmoid(x) + sigmoid(-x) = 1 gives
+    # beta_t + beta_{T+1-t} = beta_start + beta_end
+    b0, b1, T = 1e-4, 0.02, 1000
+    beta = make_schedule("sigmoid", T, beta_start=b0, beta_end=b1).beta
+    np.testing.assert_allclose(beta[1], b0 + (b1 - b0) / (1 + np.exp(6.0)), rtol=1e-14)
+    np.testing.assert_allclose(beta[T], b0 + (b1 - b0) / (1 + np.exp(-6.0)), rtol=1e-14)
+    assert np.all(np.diff(beta[1:]) > 0)
+    np.testing.assert_allclose(beta[1:] + beta[1:][::-1], b0 + b1, rtol=1e-14)
+
+
+def test_repr_is_short_and_informative():
+    sched = make_schedule("linear", 1000)
+    r = repr(sched)
+    assert r == (f"Schedule(linear, T=1000, beta 0.0001..0.02, "
+                 f"alpha_bar_T={sched.alpha_bar[1000]:.3g})")
+    assert "nan" not in r and len(r) < 100
+    r50 = repr(sched.respace(50))
+    assert r50.startswith("Schedule(linear, respaced from T = 1000, T=50, beta ")
+    assert "nan" not in r50
+    assert repr(Schedule.from_betas([0.1, 0.2])).startswith(
+        "Schedule(given betas, T=2, beta 0.1..0.2")
+    assert str(make_schedule("cosine", 10)).startswith("Schedule(cosine, T=10, ")
+
+
 def test_eq7_beta_tilde_and_its_clipped_log():
     sched = make_schedule("linear", 50)
     ab = sched.alpha_bar

@@ -144,7 +144,8 @@ def test_objective_vlb_is_T_times_mean_term(mean_type):
     out = rng.standard_normal(x0.shape)
     cfg = _cfg(objective="vlb", mean_type=mean_type)
     loss, d, _ = objective_loss(cfg, SCHED, x0, xt, t, eps, out)
-    ref = vlb_term(SCHED, x0, xt, t, out, "fixedlarge", decoder="gaussian", mean_type=mean_type)
+    ref = vlb_term(SCHED, x0, xt, t, out, variance="fixedlarge", decoder="gaussian",
+                   mean_type=mean_type)
     assert loss == pytest.approx(SCHED.T * ref.mean(), rel=1e-12)
     # the gradient against centred differences of the loss itself
     h, num = 1e-6, np.zeros_like(out)
@@ -163,7 +164,7 @@ def test_objective_hybrid_stops_the_vlb_gradient_at_the_mean():
     cfg = _cfg(objective="hybrid", variance="learned_range", hybrid_lambda=0.01)
     loss, d, _ = objective_loss(cfg, SCHED, x0, xt, t, eps, out)
     ls, d_ls = l_simple(eps, out[:, :2])
-    nats = vlb_term(SCHED, x0, xt, t, out, "learned_range", decoder="gaussian")
+    nats = vlb_term(SCHED, x0, xt, t, out, variance="learned_range", decoder="gaussian")
     w = 0.01 * SCHED.T / (2 * math.log(2.0))  # lambda T / (D ln 2): bits per dimension
     assert loss == pytest.approx(ls + w * nats.mean(), rel=1e-12)
     np.testing.assert_allclose(d[:, :2], d_ls, rtol=1e-12)  # mean half: L_simple only
