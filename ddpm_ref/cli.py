@@ -23,6 +23,7 @@ import numpy as np
 
 from ddpm_ref._cli_args import CLIError, Parser, int_at_least, positive_float, writable_dir
 from ddpm_ref.datasets import DATASETS, TRAIN_DEFAULTS
+from ddpm_ref.diffusion import VARIANCES, output_mult
 
 __all__ = ["main", "build_parser"]
 
@@ -121,7 +122,7 @@ def cmd_train(args) -> int:
             sched, sched_info = scaled_schedule(args.schedule, args.T)
         except ValueError as e:
             raise CLIError(str(e)) from None
-        net = spec.make_net(2 if variance == "learned_range" else 1)
+        net = spec.make_net(output_mult(variance))
         state = None
     rng = np.random.default_rng(cfg.seed)
     data = spec.train_data(np.random.default_rng([cfg.seed, 1]))
@@ -265,9 +266,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "hybrid: L_simple + 0.001 L_vlb with learned variances (Nichol & Dhariwal)")
     t.add_argument("--mean-type", choices=["eps", "x0", "mu"], default="eps",
                    help="what the network predicts (default: eps, Eq. 11)")
-    t.add_argument("--variance", choices=["fixedlarge", "fixedsmall", "learned_range"],
+    t.add_argument("--variance", choices=VARIANCES,
                    default=None, help="reverse variance: fixedlarge (beta_t), fixedsmall "
-                   "(beta_tilde_t), learned_range (hybrid only; its default)")
+                   "(beta_tilde_t), learned (log sigma_t^2 output; vlb only), learned_range "
+                   "(hybrid's default; hybrid or vlb)")
     t.add_argument("--log-every", type=int_at_least(1), default=100, help="steps per log record")
     t.add_argument("--ckpt-every", type=int_at_least(0), default=None,
                    help="steps between checkpoints, 0: only at the end " + per_data("ckpt_every"))

@@ -8,8 +8,11 @@ All maths in float64. ``t`` is always an int array of shape (B,) holding paper t
 
 Three parametrisations of the reverse mean mu_theta(x_t, t) (the paper's Table 2 ablation):
 ``mean_type="eps"`` (predict eps, Eq. 11), ``"x0"`` (predict x_0 and plug it into Eq. 7) and
-``"mu"`` (predict mu_tilde directly). Three reverse variances: ``"fixedlarge"`` (sigma_t^2 =
-beta_t), ``"fixedsmall"`` (sigma_t^2 = beta_tilde_t), ``"learned_range"`` (Nichol & Dhariwal).
+``"mu"`` (predict mu_tilde directly). Four reverse variances: ``"fixedlarge"`` (sigma_t^2 =
+beta_t), ``"fixedsmall"`` (sigma_t^2 = beta_tilde_t), ``"learned"`` (the paper's "learned diagonal
+Sigma" of Table 2: the network outputs v = log sigma_t^2 per dimension) and ``"learned_range"``
+(Nichol & Dhariwal: v interpolates between log beta_tilde_t and log beta_t). A learned variance
+doubles the network's output along axis 1: (B, 2C, ...) = [mean output | v].
 """
 
 from __future__ import annotations
@@ -19,7 +22,14 @@ import numpy as np
 from ddpm_ref._checks import check_choice, check_like, check_t, check_x, extract
 
 MEAN_TYPES = ("eps", "x0", "mu")
-VARIANCES = ("fixedlarge", "fixedsmall", "learned_range")
+VARIANCES = ("fixedlarge", "fixedsmall", "learned_range", "learned")
+LEARNED_VARIANCES = ("learned_range", "learned")  # the network outputs (B, 2C, ...): mean | v
+
+
+def output_mult(variance):
+    """How many times the data channels the network outputs: 2 for a learned variance, else 1."""
+    check_choice("variance", variance, VARIANCES)
+    return 2 if variance in LEARNED_VARIANCES else 1
 
 
 def q_step(sched, x_prev, t, eps):
@@ -134,12 +144,12 @@ def eps_from_mu(sched, xt, t, mu):
 def _split_output(sched, xt, model_output, variance):
     """(mean part (B, ...), v or None): checks the shape of the network output."""
     out = check_x("model_output", model_output)
-    if variance == "learned_range":
+    if variance in LEARNED_VARIANCES:
         want = (xt.shape[0], 2 * xt.shape[1]) + xt.shape[2:] if xt.ndim >= 2 else None
         if want is None or out.shape != want:
             raise ValueError(
                 f"model_output: expected shape {want} (twice the channels of xt along axis 1 for "
-                f"variance='learned_range'), got {out.shape}"
+                f"variance={variance!r}), got {out.shape}"
             )
         C = xt.shape[1]
         return out[:, :C], out[:, C:]  # (B, C, ...) each
@@ -209,9 +219,10 @@ def p_mean_var(sched, xt, t, model_output, mean_type="eps", variance="fixedlarge
     r"""Mean and variance of the reverse step p_theta(x_{t-1} | x_t) = N(mu_theta, sigma_t^2 I).
 
     Paper: Eq. (1) and §3.2. mean_type "eps" uses Eq. (11); "x0" plugs x0_hat into Eq. (7);
-    "mu" takes the output as mu_theta. variance: see :func:`fixed_variance`; ``learned_range``
-    (Nichol & Dhariwal 2021, Eq. 15) reads v from the second half of axis 1 of model_output and
-    sets log sigma^2 = frac log beta_t + (1 - frac) log beta_tilde_t (clipped), frac = (v + 1) / 2.
+    "mu" takes the output as mu_theta. variance: see :func:`fixed_variance`; the learned ones read
+    v from the second half of axis 1 of model_output: ``learned`` (Table 2's "learned diagonal
+    Sigma") sets log sigma^2 = v, and ``learned_range`` (Nichol & Dhariwal 2021, Eq. 15) sets
+    log sigma^2 = frac log beta_t + (1 - frac) log beta_tilde_t (clipped), frac = (v + 1) / 2.
 
     clip_x0 (off by default): a departure from Eq. (11) that Ho et al.'s sampler and evaluation
     make: x0_hat is clipped to [-1, 1] and mu_theta = mu_tilde(x0_hat_clipped, x_t) by Eq. (7),
@@ -219,10 +230,10 @@ def p_mean_var(sched, xt, t, model_output, mean_type="eps", variance="fixedlarge
 
     Args:
         xt: (B, ...). t: int (B,) in 1..T. model_output: (B, ...) like xt, or (B, 2C, ...) for
-            learned_range.
+            a learned variance.
     Returns:
         (mu_theta (B, ...), sigma2, log_sigma2), the last two (B, 1, ..., 1) for fixed variances
-        and (B, ...) for learned_range.
+        and (B, ...) for learned ones.
     """
     xt = check_x("xt", xt)
     t = check_t(sched, t, xt.shape[0])
@@ -235,6 +246,9 @@ def p_mean_var(sched, xt, t, model_output, mean_type="eps", variance="fixedlarge
         log_max = extract(np.log(sched.beta), t, xt.ndim)  # (B, 1, ..., 1)
         log_min = extract(sched.log_beta_tilde_clipped, t, xt.ndim)
         log_sigma2 = frac * log_max + (1.0 - frac) * log_min  # (B, C, ...)
+        sigma2 = np.exp(log_sigma2)
+    elif variance == "learned":
+        log_sigma2 = v  # (B, C, ...): the output is log sigma_t^2 itself
         sigma2 = np.exp(log_sigma2)
     else:
         s2, log_s2 = fixed_variance(sched, variance)

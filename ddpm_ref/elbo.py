@@ -20,6 +20,7 @@ from scipy.special import log_ndtr
 
 from ddpm_ref._checks import check_choice, check_param, check_t, check_x, extract
 from ddpm_ref.diffusion import (
+    LEARNED_VARIANCES,
     VARIANCES,
     _posterior_mean,
     _predict_x0,
@@ -180,7 +181,7 @@ def _vlb(sched, x0, xt, t, model_output, mean_type, variance, clip_x0, decoder, 
     x0 = check_x("x0", x0, shape=xt.shape)
     check_choice("decoder", decoder, DECODERS)
     mu, _, log_var = p_mean_var(sched, xt, t, model_output, mean_type, variance, clip_x0)
-    learned = variance == "learned_range"  # log_var (B, ...) if learned, else (B, 1, ..., 1)
+    learned = variance in LEARNED_VARIANCES  # log_var (B, ...) if learned, else (B, 1, ..., 1)
     nats = np.empty(xt.shape[0])
     g_mu = np.zeros(xt.shape)  # d nats / d mu_theta
     g_lv = np.zeros(xt.shape) if learned else None  # d nats / d log sigma^2
@@ -226,6 +227,8 @@ def _vlb(sched, x0, xt, t, model_output, mean_type, variance, clip_x0, decoder, 
     d_mean = np.zeros(xt.shape) if stop_grad_mean else g_mu * gain  # (B, C, ...)
     if not learned:
         return nats, d_mean
+    if variance == "learned":  # log sigma^2 = v: d log sigma^2 / dv = 1
+        return nats, np.concatenate([d_mean, g_lv], axis=1)  # (B, 2C, ...)
     # Nichol & Dhariwal: log sigma^2 = frac log beta + (1 - frac) log beta_tilde, frac = (v + 1) / 2
     half_range = 0.5 * (extract(np.log(sched.beta), t, xt.ndim)
                         - extract(sched.log_beta_tilde_clipped, t, xt.ndim))
@@ -243,7 +246,7 @@ def vlb_term(sched, x0, xt, t, eps_theta, variance="fixedlarge", clip_x0=False,
 
     Args:
         x0: (B, ...) data. xt: (B, ...) a draw of q(x_t | x_0). t: int (B,) in 1..T.
-        eps_theta: the network output (B, ...) or (B, 2C, ...) for learned_range; with
+        eps_theta: the network output (B, ...) or (B, 2C, ...) for a learned variance; with
             mean_type "x0"/"mu" it is that prediction instead of eps.
     """
     return _vlb(sched, x0, xt, t, eps_theta, mean_type, variance, clip_x0, decoder, cdf, False)[0]

@@ -12,7 +12,9 @@ mean_i (eps - eps_theta)_i^2 (what the per-quartile training logs show, whatever
   mean_type="eps" (the paper's L_simple), x0 for "x0", mu_tilde (Eq. 7) for "mu".
 * ``vlb`` (Eq. 5): with t ~ U{1..T}, T L_{t-1} is an unbiased estimate of
   sum_{t=1}^T L_{t-1} (L_0 included, as the t = 1 term), i.e. of the whole bound minus L_T, which
-  has no parameters. The loss is T mean_b L_{t_b - 1}(x0_b) in nats per example.
+  has no parameters. The loss is T mean_b L_{t_b - 1}(x0_b) in nats per example. With a learned
+  variance (Table 2's "learned diagonal Sigma" rows: ``variance="learned"``) the bound trains both
+  halves of the output, the mean and v = log sigma_t^2.
 * ``hybrid`` (Nichol & Dhariwal): L_hybrid = L_simple + lambda L_vlb with lambda = 0.001, where
   L_simple trains the mean half of the output and L_vlb trains only the variance half (the mean is
   stop-gradient'ed inside L_vlb). Precisely what is implemented, per example:
@@ -27,7 +29,7 @@ import math
 
 import numpy as np
 
-from ddpm_ref.diffusion import eps_from_x0, predict_x0, q_posterior
+from ddpm_ref.diffusion import LEARNED_VARIANCES, eps_from_x0, predict_x0, q_posterior
 from ddpm_ref.elbo import l_simple, vlb_term_and_grad
 
 OBJECTIVES = ("simple", "vlb", "hybrid")
@@ -72,7 +74,7 @@ def objective_loss(cfg, sched, x0, xt, t, eps, out):
     Args:
         cfg: a TrainConfig (objective, mean_type, variance, decoder, hybrid_lambda).
         x0, xt, eps: (B, ...) float64; t: int (B,) in 1..T; out: the network output,
-            (B, ...) or (B, 2C, ...) for learned_range (any float dtype).
+            (B, ...) or (B, 2C, ...) for a learned variance (any float dtype).
     Returns:
         (loss: float, d_out: float64 like out, eps_mse: (B,) per-example eps-MSE).
     """
@@ -93,18 +95,19 @@ def objective_loss(cfg, sched, x0, xt, t, eps, out):
         T = sched.T
         loss = T * float(nats.mean())
         d_out = d_nats * (T / B)
-        mean_out = out
+        mean_out = out[:, :xt.shape[1]] if cfg.variance in LEARNED_VARIANCES else out
         eps_mse = _eps_mse(sched, xt, t, eps, mean_out, cfg.mean_type,
                            _mean_per_example((eps - mean_out) ** 2))
         return loss, d_out, eps_mse
 
     # hybrid (Nichol & Dhariwal 2021): the mean half learns from L_simple, the v half from L_vlb
+    # (cfg.variance is a learned one: TrainConfig allows learned_range only)
     C = xt.shape[1]
     mean_out = out[:, :C]  # (B, C, ...)
     target = simple_target(sched, x0, xt, t, eps, cfg.mean_type)
     l_simple, d_mean, per_ex = _mse(target, mean_out)
     nats, d_nats = vlb_term_and_grad(
-        sched, x0, xt, t, out, variance="learned_range", clip_x0=False,
+        sched, x0, xt, t, out, variance=cfg.variance, clip_x0=False,
         decoder=cfg.decoder, mean_type=cfg.mean_type, stop_grad_mean=True,
     )  # (B,), (B, 2C, ...) with zeros in the mean half
     D = int(np.prod(xt.shape[1:]))

@@ -16,6 +16,7 @@ import numpy as np
 
 from ddpm_ref._checks import check_choice, check_x, extract
 from ddpm_ref.diffusion import (
+    LEARNED_VARIANCES,
     MEAN_TYPES,
     VARIANCES,
     eps_from_x0,
@@ -75,7 +76,7 @@ def call_model(sched, model_fn, xt, t: int) -> np.ndarray:
 
 def _mean_part(out, xt, variance):
     """The mean half of a learned-variance output (first C channels), else the output itself."""
-    if variance == "learned_range" and out.ndim >= 2 and out.shape[1] == 2 * xt.shape[1]:
+    if variance in LEARNED_VARIANCES and out.ndim >= 2 and out.shape[1] == 2 * xt.shape[1]:
         return out[:, : xt.shape[1]]
     return out
 

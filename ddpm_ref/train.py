@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
-from ddpm_ref.diffusion import MEAN_TYPES, q_sample
+from ddpm_ref.diffusion import MEAN_TYPES, VARIANCES, q_sample
 from ddpm_ref.objectives import OBJECTIVES, objective_loss
 from ddpm_ref.optim import adam_init, adam_update, clip_grad_norm, ema_update, warmup_lr
 
@@ -38,7 +38,7 @@ class TrainConfig:
     ema_decay: float = 0.999  # EMA decay of the parameters (paper: 0.9999)
     objective: str = "simple"  # "simple" (Eq. 14) | "vlb" (Eq. 5) | "hybrid" (Nichol & Dhariwal)
     mean_type: str = "eps"  # what the network predicts: "eps" (Eq. 11) | "x0" | "mu"
-    variance: str = "fixedlarge"  # sigma_t^2: "fixedlarge" (beta) | "fixedsmall" | "learned_range"
+    variance: str = "fixedlarge"  # sigma_t^2: fixedlarge | fixedsmall | learned | learned_range
     decoder: str = "gaussian"  # L_0 of vlb/hybrid: "gaussian" (points) | "discretized" (Eq. 13)
     hybrid_lambda: float = 0.001  # lambda of L_hybrid = L_simple + lambda L_vlb (N&D: 0.001)
     log_every: int = 100  # steps between log records
@@ -64,7 +64,8 @@ class TrainConfig:
             raise ValueError(f"objective: expected one of {OBJECTIVES}, got {self.objective!r}")
         if self.mean_type not in MEAN_TYPES:
             raise ValueError(f"mean_type: expected one of {MEAN_TYPES}, got {self.mean_type!r}")
-        want = ("learned_range",) if self.objective == "hybrid" else ("fixedlarge", "fixedsmall")
+        want = {"hybrid": ("learned_range",), "vlb": VARIANCES}.get(self.objective,
+                                                                    ("fixedlarge", "fixedsmall"))
         if self.variance not in want:
             raise ValueError(
                 f"variance: expected one of {want} for objective {self.objective!r}, "

@@ -182,6 +182,22 @@ def test_fixed_variances_follow_ho_et_al():
     assert s2_table.shape == (1001,) and np.isnan(s2_table[0])
 
 
+def test_learned_variance_output_is_log_sigma2():
+    # Table 2's "learned diagonal Sigma": the second half of axis 1 is log sigma_t^2 itself
+    rng = np.random.default_rng(8)
+    B, C = 4, 2
+    xt = rng.standard_normal((B, C, 3))
+    t = np.array([1, 2, 300, 1000])
+    mean_out, v = rng.standard_normal((B, C, 3)), rng.uniform(-12, 0, size=(B, C, 3))
+    mu, s2, log_s2 = p_mean_var(SCHED, xt, t, np.concatenate([mean_out, v], axis=1),
+                                variance="learned")
+    np.testing.assert_array_equal(log_s2, v)
+    np.testing.assert_allclose(s2, np.exp(v), rtol=1e-15)
+    np.testing.assert_allclose(mu, mu_from_eps(SCHED, xt, t, mean_out), rtol=1e-14)
+    with pytest.raises(ValueError, match="model_output: expected shape \\(4, 4, 3\\)"):
+        p_mean_var(SCHED, xt, t, mean_out, variance="learned")
+
+
 def test_learned_range_interpolates_log_variance():
     # Nichol & Dhariwal Eq. (15): v = 1 gives beta_t, v = -1 gives beta_tilde_t (clipped log)
     rng = np.random.default_rng(7)
@@ -264,6 +280,6 @@ def test_bad_model_output_and_choices():
     with pytest.raises(ValueError, match=r"^mean_type: expected one of"):
         p_mean_var(SCHED, x, t, out, mean_type="v")
     with pytest.raises(ValueError, match=r"^variance: expected one of"):
-        p_mean_var(SCHED, x, t, out, variance="learned")
+        p_mean_var(SCHED, x, t, out, variance="learnt")
     with pytest.raises(ValueError, match=r"^mean_type: expected one of"):
         predict_x0(SCHED, x, t, out, mean_type="xprev")

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy.special import ndtr
 
-from ddpm_ref.diffusion import MEAN_TYPES, VARIANCES, q_posterior, q_sample
+from ddpm_ref.diffusion import LEARNED_VARIANCES, MEAN_TYPES, VARIANCES, q_posterior, q_sample
 from ddpm_ref.elbo import (
     bits_per_dim,
     decoder_nll,
@@ -230,6 +230,17 @@ def test_optimal_eps_on_gaussian_data_gives_irreducible_kl():
 
 # ---- gradients ----
 
+def _learned_v(variance, t, rng, shape):
+    """A variance output v of the given (B, C, ...) shape with sigma_t^2 between beta_tilde_t
+    and beta_t: frac in [-1, 1] for learned_range, log sigma_t^2 itself for learned."""
+    frac = rng.uniform(-1, 1, size=shape)
+    if variance == "learned_range":
+        return frac
+    lo = SCHED.log_beta_tilde_clipped[t].reshape((-1,) + (1,) * (len(shape) - 1))
+    hi = np.log(SCHED.beta[t]).reshape(lo.shape)
+    return lo + (frac + 1) / 2 * (hi - lo)
+
+
 @pytest.mark.parametrize("mean_type", MEAN_TYPES)
 @pytest.mark.parametrize("variance", VARIANCES)
 @pytest.mark.parametrize("clip_x0", [False, True])
@@ -241,14 +252,14 @@ def test_vlb_term_and_grad_matches_finite_differences(mean_type, variance, clip_
     eps = rng.standard_normal(x0.shape)
     base = {"eps": eps, "x0": x0 + 0.05 * eps, "mu": q_posterior(SCHED, x0, xt, t)[0] + 0.01 * eps}
     out = base[mean_type] + 0.1 * rng.standard_normal(x0.shape)
-    if variance == "learned_range":
-        out = np.concatenate([out, rng.uniform(-1, 1, size=x0.shape)], axis=1)  # (6, 4, 2, 2)
+    if variance in LEARNED_VARIANCES:
+        out = np.concatenate([out, _learned_v(variance, t, rng, x0.shape)], axis=1)  # (6, 4, 2, 2)
     kw = dict(variance=variance, clip_x0=clip_x0, mean_type=mean_type)
     nats, grad = vlb_term_and_grad(SCHED, x0, xt, t, out, **kw)
     np.testing.assert_array_equal(nats, vlb_term(SCHED, x0, xt, t, out, **kw))
     assert grad.shape == out.shape
     check_grad_per_example(lambda o: vlb_term(SCHED, x0, xt, t, o, **kw), out.copy(), grad)
-    if variance == "learned_range":
+    if variance in LEARNED_VARIANCES:
         _, g_stop = vlb_term_and_grad(SCHED, x0, xt, t, out, stop_grad_mean=True, **kw)
         np.testing.assert_array_equal(g_stop[:, :2], 0.0)
         np.testing.assert_array_equal(g_stop[:, 2:], grad[:, 2:])
@@ -260,7 +271,9 @@ def test_vlb_grad_gaussian_decoder(variance):
     t = np.array([1, 1, 1, 2, 500])
     x0 = rng.uniform(-2, 2, size=(5, 2))
     xt = q_sample(SCHED, x0, t, rng.standard_normal(x0.shape))
-    out = rng.standard_normal((5, 4 if variance == "learned_range" else 2))
+    out = rng.standard_normal((5, 2))
+    if variance in LEARNED_VARIANCES:
+        out = np.concatenate([out, _learned_v(variance, t, rng, out.shape)], axis=1)  # (5, 4)
     kw = dict(variance=variance, decoder="gaussian")
     _, grad = vlb_term_and_grad(SCHED, x0, xt, t, out, **kw)
     check_grad_per_example(lambda o: vlb_term(SCHED, x0, xt, t, o, **kw), out.copy(), grad)
@@ -281,6 +294,39 @@ def test_eq13_gradient_matches_finite_differences(mean, sigma):
     _, grad = vlb_term_and_grad(sched, x0, x0, t, out, **kw)
     assert np.all(np.isfinite(grad))
     check_grad_per_example(lambda o: vlb_term(sched, x0, x0, t, o, **kw), out.copy(), grad)
+
+
+@pytest.mark.parametrize("mean, sigma", [(0.3, 1e-3), (-4.0, 0.5), (0.0, 0.05), (1.5, 2.0)])
+def test_eq13_gradient_wrt_learned_log_variance(mean, sigma):
+    # the paper's learned diagonal Sigma: v = log sigma_1^2 (log_scale = v / 2), so
+    # d L_0 / dv = 0.5 d L_0 / d log_scale; centred differences in v, and v = 2 log sigma
+    # reproduces the decoder at that scale exactly
+    sched = make_schedule("linear", 10)
+    x0 = GRID[[0, 3, 127, 128, 200, 255]][:, None]  # (6, 1)
+    t = np.ones(6, dtype=int)
+    out = np.concatenate([np.full((6, 1), mean), np.full((6, 1), 2 * np.log(sigma))], axis=1)
+    kw = dict(variance="learned", mean_type="mu")
+    nats, grad = vlb_term_and_grad(sched, x0, x0, t, out, **kw)
+    np.testing.assert_allclose(nats, decoder_nll(x0, np.full((6, 1), mean),
+                                                 np.full((6, 1), np.log(sigma))), rtol=1e-12)
+    assert np.all(np.isfinite(grad))
+    check_grad_per_example(lambda o: vlb_term(sched, x0, x0, t, o, **kw), out.copy(), grad)
+
+
+def test_learned_log_variance_kl_gradient_vanishes_at_beta_tilde():
+    # Eq. (5)'s L_{t-1} as a function of v = log sigma_t^2:
+    # d/dv KL = 0.5 (1 - beta_tilde_t / sigma_t^2 - (mu_tilde - mu)^2 / sigma_t^2),
+    # zero at sigma_t^2 = beta_tilde_t when the means agree
+    rng = np.random.default_rng(12)
+    t = np.array([2, 10, 500, 1000])
+    x0 = rng.standard_normal((4, 3))
+    xt = q_sample(SCHED, x0, t, rng.standard_normal(x0.shape))
+    mu_tilde = q_posterior(SCHED, x0, xt, t)[0]
+    v = np.broadcast_to(SCHED.log_beta_tilde_clipped[t][:, None], x0.shape)
+    out = np.concatenate([mu_tilde, v], axis=1)  # (4, 6)
+    nats, grad = vlb_term_and_grad(SCHED, x0, xt, t, out, variance="learned", mean_type="mu")
+    np.testing.assert_allclose(nats, 0.0, atol=1e-12)
+    np.testing.assert_allclose(grad, 0.0, atol=1e-9)
 
 
 def test_l_simple_value_and_gradient():

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from ddpm_ref import sampling
-from ddpm_ref.diffusion import p_mean_var, predict_x0
+from ddpm_ref.diffusion import fixed_variance, p_mean_var, predict_x0
 from ddpm_ref.schedule import make_schedule
 
 SCHED = make_schedule("linear", 1000)
@@ -209,6 +209,19 @@ def test_learned_range_output_is_accepted():
     )
     assert x.shape == (3, 2) and tr["x0_pred"].shape == (1, 3, 2)
     assert sampling.ddim_sample(sched, model_fn, (3, 2), np.random.default_rng(0)).shape == (3, 2)
+
+
+def test_learned_variance_at_log_beta_samples_as_fixedlarge():
+    # variance="learned" reads log sigma_t^2 from the output: outputting fixedlarge's log sigma_t^2
+    # must give Algorithm 2 with fixedlarge, draw for draw (same rng stream, same arithmetic)
+    sched = make_schedule("linear", 10, beta_end=0.2)
+    _, log_s2 = fixed_variance(sched, "fixedlarge")  # (T+1,)
+    eps_fn = lambda xt, t: 0.1 * xt
+    learned_fn = lambda xt, t: np.concatenate(
+        [eps_fn(xt, t), np.broadcast_to(log_s2[t][:, None], xt.shape)], axis=1)
+    a = sampling.sample(sched, learned_fn, (5, 2), np.random.default_rng(3), variance="learned")
+    b = sampling.sample(sched, eps_fn, (5, 2), np.random.default_rng(3), variance="fixedlarge")
+    np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.parametrize(
