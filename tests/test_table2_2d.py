@@ -34,7 +34,7 @@ def test_rows_are_table2s_six_and_the_hybrid():
 
 
 def _setup(cfg):
-    return table2_2d._setup(cfg)
+    return table2_2d.make_data(cfg)
 
 
 def test_evaluation_is_paired_across_parametrisations_and_variances():

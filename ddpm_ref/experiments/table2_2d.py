@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["ROWS_2D", "Table2DConfig", "evaluate_model", "run_row_2d", "run_oracle",
-           "run_table2_2d", "paired_gap", "markdown_table_2d", "main"]
+           "run_table2_2d", "make_data", "paired_gap", "markdown_table_2d", "main"]
 
 # name, the paper's label, mean_type, objective, variance, the paper's CIFAR10 (IS, FID); None:
 # a blank entry of Table 2 ("unstable to train"); the last row is not in Table 2
@@ -81,7 +81,8 @@ class Table2DConfig:
             raise ValueError("n_eval, n_samples: expected at least 2 (a standard error needs two)")
 
 
-def _setup(cfg):
+def make_data(cfg):
+    """(sched, training data, held-out points for the bound, fresh points for the MMD) of cfg."""
     from ddpm_ref.data import toy2d
     from ddpm_ref.demo import scaled_schedule
 
@@ -120,14 +121,16 @@ def evaluate_model(sched, model_fn, cfg, x_eval, x_ref, mean_type="eps", varianc
     }
 
 
-def run_row_2d(row, cfg: Table2DConfig, setup=None, progress=False) -> dict:
-    """Train one row with ``cfg``'s budget and measure it: a dict of numbers (module docstring)."""
+def run_row_2d(row, cfg: Table2DConfig, setup=None, progress=False, keep_model=False) -> dict:
+    """Train one row with ``cfg``'s budget and measure it: a dict of numbers (module docstring).
+
+    ``keep_model=True`` adds "model_fn", the trained EMA network as a model_fn(xt, t)."""
     from ddpm_ref.datasets import toy_net_config
     from ddpm_ref.diffusion import output_mult
     from ddpm_ref.nn import MLP
     from ddpm_ref.train import NonFiniteLossError, TrainConfig, make_model_fn, train
 
-    sched, data, x_eval, x_ref = setup or _setup(cfg)
+    sched, data, x_eval, x_ref = setup or make_data(cfg)
     net = MLP(**toy_net_config(output_mult(row["variance"])))
     tcfg = TrainConfig(steps=cfg.steps, batch=cfg.batch, lr=cfg.lr, warmup=cfg.warmup,
                        ema_decay=cfg.ema_decay, objective=row["objective"],
@@ -148,6 +151,8 @@ def run_row_2d(row, cfg: Table2DConfig, setup=None, progress=False) -> dict:
     if state is None:
         return res
     model_fn = make_model_fn(net, state.ema)
+    if keep_model:
+        res["model_fn"] = model_fn
     res.update(evaluate_model(sched, model_fn, cfg, x_eval, x_ref, row["mean_type"],
                               row["variance"]))
     res["total_s"] = time.perf_counter() - t0
@@ -160,7 +165,7 @@ def run_oracle(cfg: Table2DConfig, setup=None) -> dict:
     from ddpm_ref.data import toy2d
     from ddpm_ref.evaluate import mmd_floor
 
-    sched, _, x_eval, x_ref = setup or _setup(cfg)
+    sched, _, x_eval, x_ref = setup or make_data(cfg)
     res = evaluate_model(sched, oracle_model_fn(sched, toy2d.GMM), cfg, x_eval, x_ref)
     nll = exact_nll(toy2d.GMM, x_eval)
     res["nll"] = float(nll.mean())
@@ -171,15 +176,16 @@ def run_oracle(cfg: Table2DConfig, setup=None) -> dict:
     return res
 
 
-def run_table2_2d(cfg: Table2DConfig, rows=None, progress=False, log=None) -> dict:
+def run_table2_2d(cfg: Table2DConfig, rows=None, progress=False, log=None,
+                  keep_models=False) -> dict:
     """Every row (default :data:`ROWS_2D`) and the oracle: {"config", "oracle", "rows"}."""
-    setup = _setup(cfg)
+    setup = make_data(cfg)
     out = {"config": asdict(cfg), "oracle": run_oracle(cfg, setup), "rows": []}
     for row in ROWS_2D if rows is None else rows:
-        r = run_row_2d(row, cfg, setup, progress=progress)
+        r = run_row_2d(row, cfg, setup, progress=progress, keep_model=keep_models)
         if log is not None:
-            log(json.dumps({k: v for k, v in r.items() if k not in ("per_point", "grad_norm",
-                                                                     "loss")}))
+            log(json.dumps({k: v for k, v in r.items()
+                            if k not in ("per_point", "grad_norm", "loss", "model_fn")}))
         out["rows"].append(r)
     return out
 
@@ -225,7 +231,7 @@ def markdown_table_2d(result) -> str:
 
 
 def _jsonable(result):
-    drop = ("per_point", "nll_per_point")
+    drop = ("per_point", "nll_per_point", "model_fn")
     clean = lambda d: {k: v for k, v in d.items() if k not in drop}
     return {"config": result["config"], "oracle": clean(result["oracle"]),
             "rows": [clean(r) for r in result["rows"]]}
