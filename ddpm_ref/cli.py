@@ -61,6 +61,8 @@ TOOLS = {
     "classifier": ("ddpm_ref.classifier",
                    "train the digit classifier / score samples (confidence, balance, copies)"),
     "table2": ("ddpm_ref.experiments.table2", "the Table 2 ablation grid on 14x14 digits"),
+    "grade": ("ddpm_ref.grade",
+              "grade an assignment (notebooks/assignments/): run its checks on your solution"),
 }
 
 
@@ -202,6 +204,9 @@ def cmd_sample(args) -> int:
     ck = _load(args.checkpoint)
     spec = _spec_of(ck)
     check_memory("--n", f"{args.n} samples", sample_bytes(args.n, spec.x_shape))
+    gif = None
+    if args.gif is not None:
+        gif = output_file("--gif", args.gif, (".gif",), ".gif")
     npy = out.with_suffix(".npy")  # a picture comes with its raw samples (for `classifier`)
     remove_stale_temporaries(out.parent, names={out.name, npy.name}, min_age_s=600)
     sched = ck.sched
@@ -210,9 +215,23 @@ def cmd_sample(args) -> int:
             raise CLIError(f"--steps: expected at most T = {sched.T} steps, got {args.steps}")
         sched = sched.respace(args.steps)
     model_fn = make_model_fn(ck.net, ck.params if args.no_ema else ck.ema)
+    # the animation's frames: about 100 steps of the (respaced) chain, T first and x_0 last
+    trace_steps = (np.unique(np.linspace(0, sched.T, min(sched.T, 100) + 1).round()
+                             .astype(np.int64)) if gif else None)
     with blas_threads_for(spec.x_shape):
         x = sample(sched, model_fn, (args.n, *spec.x_shape), np.random.default_rng(args.seed),
-                   **ck.model_options(), clip_x0=spec.image_size > 0, progress=not args.quiet)
+                   **ck.model_options(), clip_x0=spec.image_size > 0, progress=not args.quiet,
+                   trace_steps=trace_steps)
+    if gif:
+        from ddpm_ref import plotting
+
+        x, trace = x
+        ts = sched.timesteps[trace["t"]]  # the original schedule's steps, for the titles
+        if spec.image_size:
+            plotting.animate_reverse_digits(trace["xt"], ts, gif)
+        else:
+            plotting.animate_reverse_2d(trace["xt"][:, :2000], ts, gif,
+                                        data=spec.test_data(2000, np.random.default_rng(0)))
     if spec.image_size:
         from ddpm_ref.data.mnist import from_model
 
@@ -230,6 +249,8 @@ def cmd_sample(args) -> int:
         fmt = out.suffix[1:].lower()  # matplotlib's format name for the suffix
         atomic_write(out, lambda f: fig.savefig(f, format=fmt, dpi=100))
         wrote.insert(0, out)
+    if gif:
+        wrote.append(gif)
     print(f"wrote {' and '.join(map(str, wrote))} ({args.n} samples, {sched.T} steps)")
     return 0
 
@@ -373,6 +394,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-ema", action="store_true", help="use the raw weights, not the EMA")
     s.add_argument("--seed", type=int_at_least(0), default=0,
                    help="random seed (default: %(default)s)")
+    s.add_argument("--gif", default=None, metavar="PATH.gif",
+                   help="also write an animation of the reverse process (Algorithm 2) there")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_sample)
 

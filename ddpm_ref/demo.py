@@ -7,7 +7,8 @@ terms. On ``gmm`` (a Gaussian mixture) the optimal eps* is known in closed form
 reach with the same schedule and estimator, and next to the exact -log q(x_0).
 
 ``run_demo(out_dir)`` writes: samples.npy (N, 2), report.json, checkpoint.npz, history.json and
-the figures samples.png, forward.png, trajectory.png, per_t.png, training.png.
+the figures samples.png, forward.png, trajectory.png, per_t.png, training.png, and reverse.gif
+(an animation of the reverse process, Algorithm 2).
 """
 
 from __future__ import annotations
@@ -151,6 +152,9 @@ def run_demo(out_dir, cfg: DemoConfig | None = None, progress=False, log=print) 
     panels = [cfg.T, *(int(trace_ts[np.abs(trace_ts - f * cfg.T).argmin()])
                        for f in (0.5, 0.2, 0.05)), 0]
     plotting.plot_trajectory(trace["xt"][:, :1000], trace["t"], out / "trajectory.png", panels)
+    keep = np.unique(np.linspace(0, len(trace["t"]) - 1, 51).round().astype(int))  # 51 frames
+    plotting.animate_reverse_2d(trace["xt"][keep][:, :1000], trace["t"][keep], out / "reverse.gif",
+                                data=data[:1000])
     plotting.plot_per_t(rep["per_t_L"], rep["per_t_eps_mse"], out / "per_t.png",
                         oracle_L=None if oracle is None else oracle["per_t_L"],
                         oracle_eps_mse=None if oracle is None else oracle["per_t_eps_mse"])

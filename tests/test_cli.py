@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from ddpm_ref.cli import main
 
@@ -150,6 +151,19 @@ def test_sample_writes_npy_and_png(capsys, tmp_path, trained):
     _assert_one_line_error(code, err, "--steps", "at most T = 20")
 
 
+def test_sample_gif_animates_the_reverse_process(capsys, tmp_path, trained):
+    ck = trained / "checkpoint.npz"
+    code, out, _ = _run(capsys, "sample", "--checkpoint", ck, "--n", 7, "--steps", 5, "--out",
+                        tmp_path / "s.npy", "--gif", tmp_path / "r.gif", "--quiet")
+    assert code == 0 and "r.gif" in out and np.load(tmp_path / "s.npy").shape == (7, 2)
+    with Image.open(tmp_path / "r.gif") as gif:  # one frame per step of the respaced chain (6)
+        assert gif.format == "GIF" and gif.n_frames > 1
+    code, _, err = _run(capsys, "sample", "--checkpoint", ck, "--out", tmp_path / "t.npy",
+                        "--gif", tmp_path / "r.mp4", "--quiet")
+    _assert_one_line_error(code, err, "--gif", "'.mp4'")
+    assert not (tmp_path / "t.npy").exists()  # refused before any sampling
+
+
 def test_evaluate_prints_the_bound_as_json(capsys, trained):
     code, out, _ = _run(capsys, "evaluate", "--checkpoint", trained / "checkpoint.npz", "--n",
                         20, "--per-t", "--quiet")
@@ -164,9 +178,11 @@ def test_demo_fast_writes_every_file(capsys, tmp_path):
                         "--n-samples", 40, *FAST)
     assert code == 0 and "bound (Eq. 5)" in out
     for name in ("samples.npy", "report.json", "checkpoint.npz", "samples.png", "forward.png",
-                 "trajectory.png", "per_t.png", "training.png"):
+                 "trajectory.png", "per_t.png", "training.png", "reverse.gif"):
         assert (tmp_path / name).is_file(), name
     assert np.load(tmp_path / "samples.npy").shape == (40, 2)
+    with Image.open(tmp_path / "reverse.gif") as gif:  # an animation, not a still
+        assert gif.format == "GIF" and gif.n_frames > 1
     rep = json.loads((tmp_path / "report.json").read_text())
     for k in ("dataset", "steps", "wall_s", "bound", "oracle_bound", "nll_exact", "l_simple",
               "mmd", "mmd_floor", "steps_per_s"):
@@ -199,8 +215,10 @@ def test_images_train_sample_and_evaluate(capsys, tmp_path):
     x = np.load(tmp_path / "digits.npy")
     assert code == 0 and x.shape == (3, 14, 14) and x.dtype == np.uint8
     code, _, _ = _run(capsys, "sample", "--checkpoint", ck, "--n", 2, "--out",
-                      tmp_path / "grid.png", "--quiet")
+                      tmp_path / "grid.png", "--gif", tmp_path / "grid.gif", "--quiet")
     assert code == 0 and (tmp_path / "grid.png").read_bytes()[:4] == b"\x89PNG"
+    with Image.open(tmp_path / "grid.gif") as gif:
+        assert gif.format == "GIF" and gif.n_frames > 1
     code, out, _ = _run(capsys, "evaluate", "--checkpoint", ck, "--n", 2, "--quiet")
     rep = json.loads(out)
     assert code == 0 and rep["bits_per_dim"] == pytest.approx(

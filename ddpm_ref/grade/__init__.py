@@ -30,9 +30,9 @@ ASSIGNMENTS: dict[str, Assignment] = {
 __all__ = ["ASSIGNMENTS", "Assignment", "Check", "Result", "grade", "main"]
 
 
-def _parser():
+def _parser(prog="python -m ddpm_ref.grade"):
     ap = argparse.ArgumentParser(
-        prog="python -m ddpm_ref.grade",
+        prog=prog,
         description="Grade an assignment: run its checks on your solution file.")
     ap.add_argument("assignment", nargs="?", help=f"one of: {', '.join(ASSIGNMENTS)}")
     ap.add_argument("solution", nargs="?", help="your .py file (a filled-in skeleton)")
@@ -40,8 +40,8 @@ def _parser():
     return ap
 
 
-def main(argv=None) -> int:
-    args = _parser().parse_args(argv)
+def main(argv=None, prog="python -m ddpm_ref.grade") -> int:
+    args = _parser(prog).parse_args(argv)
     if args.list:
         for a in ASSIGNMENTS.values():
             pts = sum(c.points for c in a.checks)
