@@ -272,7 +272,9 @@ def load_checkpoint(path_or_name) -> Checkpoint:
         except (TypeError, ValueError) as e:
             raise ValueError(f"checkpoint: {path}: net_config does not build a {arch}: "
                              f"{' '.join(str(e).split())}") from None
-        sched = Schedule(arrays["schedule/beta"], timesteps=arrays["schedule/timesteps"])
+        schedule_info = _json_dict(path, "schedule", arrays["schedule"])
+        sched = Schedule(arrays["schedule/beta"], timesteps=arrays["schedule/timesteps"],
+                         kind=schedule_info.get("kind"))  # the kind, for its repr
         rng_state = json.loads(str(arrays["rng_state"]))
         ckpt = Checkpoint(
             net=net,
@@ -285,7 +287,7 @@ def load_checkpoint(path_or_name) -> Checkpoint:
             rng=None if rng_state is None else rng_from_state(rng_state),
             dataset=str(arrays["dataset"]),
             image_size=int(arrays["image_size"]),
-            schedule_info=_json_dict(path, "schedule", arrays["schedule"]),
+            schedule_info=schedule_info,
             path=str(path),
         )
     except KeyError as e:

@@ -70,8 +70,7 @@ def get_dataset(name: str) -> DatasetSpec:
 
 def toy_net_config(out_mult: int = 1) -> dict:
     """The MLP used for 2-D data: 3 hidden layers of 128 (SiLU), Fourier features of x."""
-    return dict(x_dim=2, hidden=128, depth=3, t_dim=32, fourier_freqs=8, fourier_max_freq=8.0,
-                out_mult=out_mult)
+    return dict(out_mult=out_mult)  # every other field: MLPConfig's defaults (written once there)
 
 
 def _toy(name: str, n_train: int = 50_000) -> DatasetSpec:

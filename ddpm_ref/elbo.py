@@ -242,7 +242,7 @@ def _terms_over_t(sched, model_fn, x0, rng, variants, decoder, mean_type, chunk,
     if bar is not None:
         from tqdm import tqdm
 
-        starts = tqdm(starts, desc=bar, unit="call")
+        starts = tqdm(starts, desc=bar, unit=" network call")  # each call: chunk steps x B
     for start in starts:
         ts = np.arange(start, min(start + chunk, T + 1))  # (k,)
         k = ts.shape[0]

@@ -27,6 +27,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from ddpm_ref.diffusion import output_mult
+
 __all__ = ["ROWS", "Table2Config", "run_row", "run_table2", "markdown_table", "main"]
 
 # name, the paper's label, mean_type, objective, variance, the paper's CIFAR10 FID (None: unstable)
@@ -63,7 +65,7 @@ class Table2Config:
 
 
 def _net(spec, row, cfg):
-    net = spec.make_net(2 if row["variance"] == "learned_range" else 1)
+    net = spec.make_net(output_mult(row["variance"]))
     if cfg.net:
         net = type(net)(**{**asdict(net.config), **cfg.net})
     return net
@@ -74,10 +76,10 @@ def run_row(row, cfg: Table2Config, classifier=None, progress=False) -> dict:
     from ddpm_ref.classifier import default_classifier, frechet_distance, train_classifier
     from ddpm_ref.data.mnist import from_model, load_digits
     from ddpm_ref.datasets import get_dataset
-    from ddpm_ref.demo import scaled_schedule
     from ddpm_ref.evaluate import bound_report
     from ddpm_ref.mnist_eval import held_out_digits
     from ddpm_ref.sampling import sample
+    from ddpm_ref.schedule import scaled_schedule
     from ddpm_ref.train import NonFiniteLossError, TrainConfig, make_model_fn, train
 
     spec = get_dataset("mnist14")
