@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["CLIError", "Parser", "int_at_least", "positive_float", "writable_dir",
-           "check_memory", "output_file", "image_suffixes", "FolderLock", "version_text",
-           "resume_config", "read_history", "run_reporting_errors"]
+__all__ = ["CLIError", "Parser", "int_at_least", "nonnegative_float", "positive_float",
+           "writable_dir", "check_memory", "output_file", "image_suffixes", "FolderLock",
+           "version_text", "resume_config", "read_history", "run_reporting_errors"]
 
 
 class CLIError(ValueError):
@@ -43,6 +43,16 @@ def int_at_least(lo):
         return v
 
     return parse
+
+
+def nonnegative_float(s):
+    try:
+        v = float(s)
+    except ValueError:
+        v = None
+    if v is None or not (v >= 0 and np.isfinite(v)):
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {s!r}")
+    return v
 
 
 def positive_float(s):

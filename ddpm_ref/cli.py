@@ -32,6 +32,7 @@ from ddpm_ref._cli_args import (
     check_memory,
     image_suffixes,
     int_at_least,
+    nonnegative_float,
     output_file,
     positive_float,
     read_history,
@@ -45,11 +46,13 @@ from ddpm_ref._cli_args import (
 from ddpm_ref._threads import blas_threads_for
 from ddpm_ref.checkpoint import shipped_checkpoints
 from ddpm_ref.datasets import DATASETS, TRAIN_DEFAULTS
-from ddpm_ref.diffusion import MEAN_TYPES, VARIANCES, output_mult
+from ddpm_ref.diffusion import FIXED_VARIANCES, MEAN_TYPES, VARIANCES, output_mult
 from ddpm_ref.objectives import OBJECTIVES
 from ddpm_ref.schedule import TRAIN_KINDS
 
 __all__ = ["main", "build_parser"]
+
+SAMPLERS = ("ancestral", "ddim")  # sample --sampler: Algorithm 2, or DDIM
 
 TOY = [name for name, spec in DATASETS.items() if spec.x_shape == (2,)]
 
@@ -197,7 +200,7 @@ def cmd_train(args) -> int:
 
 def cmd_sample(args) -> int:
     from ddpm_ref._io import remove_stale_temporaries, save_npy
-    from ddpm_ref.sampling import sample
+    from ddpm_ref.sampling import ddim_sample, sample
     from ddpm_ref.train import make_model_fn
 
     out = output_file("--out", args.out, (".npy", *image_suffixes()), ".npy")
@@ -214,14 +217,30 @@ def cmd_sample(args) -> int:
         if args.steps > sched.T:
             raise CLIError(f"--steps: expected at most T = {sched.T} steps, got {args.steps}")
         sched = sched.respace(args.steps)
+    opts = ck.model_options()
+    if args.variance is not None:
+        if opts["variance"] not in FIXED_VARIANCES:
+            raise CLIError(f"--variance: the checkpoint learned its variance "
+                           f"({opts['variance']!r}); only a fixed-variance model's can be chosen")
+        opts["variance"] = args.variance
+    if args.eta is not None and args.sampler != "ddim":
+        raise CLIError("--eta: only with --sampler ddim")
+    if args.sampler == "ddim" and args.variance is not None:
+        raise CLIError("--variance: DDIM's variance is set by --eta, not --variance")
+    clip_x0 = spec.image_size > 0 if args.clip_x0 is None else args.clip_x0
     model_fn = make_model_fn(ck.net, ck.params if args.no_ema else ck.ema)
     # the animation's frames: about 100 steps of the (respaced) chain, T first and x_0 last
     trace_steps = (np.unique(np.linspace(0, sched.T, min(sched.T, 100) + 1).round()
                              .astype(np.int64)) if gif else None)
     with blas_threads_for(spec.x_shape):
-        x = sample(sched, model_fn, (args.n, *spec.x_shape), np.random.default_rng(args.seed),
-                   **ck.model_options(), clip_x0=spec.image_size > 0, progress=not args.quiet,
-                   trace_steps=trace_steps)
+        shape, rng = (args.n, *spec.x_shape), np.random.default_rng(args.seed)
+        if args.sampler == "ddim":
+            x = ddim_sample(sched, model_fn, shape, rng, eta=args.eta or 0.0,
+                            mean_type=opts["mean_type"], clip_x0=clip_x0,
+                            progress=not args.quiet, trace_steps=trace_steps)
+        else:  # Algorithm 2
+            x = sample(sched, model_fn, shape, rng, **opts, clip_x0=clip_x0,
+                       progress=not args.quiet, trace_steps=trace_steps)
     if gif:
         from ddpm_ref import plotting
 
@@ -394,6 +413,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-ema", action="store_true", help="use the raw weights, not the EMA")
     s.add_argument("--seed", type=int_at_least(0), default=0,
                    help="random seed (default: %(default)s)")
+    s.add_argument("--sampler", choices=SAMPLERS, default="ancestral",
+                   help="ancestral: Algorithm 2 (default); ddim: DDIM (Song et al. 2021), "
+                   "deterministic at --eta 0")
+    s.add_argument("--eta", type=nonnegative_float, default=None,
+                   help="DDIM's eta (only with --sampler ddim; default: 0, deterministic; 1: "
+                   "Algorithm 2 with sigma_t^2 = beta_tilde_t)")
+    s.add_argument("--variance", choices=FIXED_VARIANCES, default=None,
+                   help="Algorithm 2's sigma_t^2: fixedlarge (beta_t) or fixedsmall "
+                   "(beta_tilde_t) (default: the checkpoint's; a learned variance is the "
+                   "network's own and cannot be replaced)")
+    s.add_argument("--clip-x0", action=argparse.BooleanOptionalAction, default=None,
+                   help="clip the predicted x0 to [-1, 1] in every step (default: on for "
+                   "images, as Ho et al., off for 2-D points)")
     s.add_argument("--gif", default=None, metavar="PATH.gif",
                    help="also write an animation of the reverse process (Algorithm 2) there")
     s.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -151,6 +151,34 @@ def test_sample_writes_npy_and_png(capsys, tmp_path, trained):
     _assert_one_line_error(code, err, "--steps", "at most T = 20")
 
 
+def test_sample_sampler_variance_and_clip_are_the_library_calls(capsys, tmp_path, trained):
+    """--sampler ddim --eta, --variance and --clip-x0 reach ddim_sample / sample unchanged."""
+    from ddpm_ref.checkpoint import load_checkpoint
+    from ddpm_ref.sampling import ddim_sample, sample
+    from ddpm_ref.train import make_model_fn
+
+    ck = load_checkpoint(trained / "checkpoint.npz")
+    sched, fn = ck.sched.respace(5), make_model_fn(ck.net, ck.ema)
+    runs = {  # CLI flags -> the library call they must equal, seed for seed
+        ("--sampler", "ddim", "--eta", "0.5", "--clip-x0"): lambda rng: ddim_sample(
+            sched, fn, (6, 2), rng, eta=0.5, mean_type="eps", clip_x0=True),
+        ("--variance", "fixedsmall"): lambda rng: sample(
+            sched, fn, (6, 2), rng, mean_type="eps", variance="fixedsmall", clip_x0=False),
+    }
+    for i, (flags, call) in enumerate(runs.items()):
+        code, _, _ = _run(capsys, "sample", "--checkpoint", ck.path, "--n", 6, "--steps", 5,
+                          "--seed", 3, "--out", tmp_path / f"s{i}.npy", *flags, "--quiet")
+        assert code == 0
+        np.testing.assert_array_equal(np.load(tmp_path / f"s{i}.npy"),
+                                      call(np.random.default_rng(3)))
+    code, _, err = _run(capsys, "sample", "--checkpoint", ck.path, "--eta", "1", "--out",
+                        tmp_path / "e.npy", "--quiet")
+    _assert_one_line_error(code, err, "--eta", "--sampler ddim")
+    code, _, err = _run(capsys, "sample", "--checkpoint", ck.path, "--sampler", "ddim",
+                        "--eta", "-1", "--out", tmp_path / "e.npy", "--quiet")
+    assert code == 2 and "--eta" in err and "Traceback" not in err
+
+
 def test_sample_gif_animates_the_reverse_process(capsys, tmp_path, trained):
     ck = trained / "checkpoint.npz"
     code, out, _ = _run(capsys, "sample", "--checkpoint", ck, "--n", 7, "--steps", 5, "--out",
