@@ -274,7 +274,7 @@ def test_every_2d_command_asks_the_blas_rule(capsys, monkeypatch, trained, tmp_p
     """demo, train, sample and evaluate all run their work inside blas_threads_for(x_shape)."""
     import contextlib
 
-    import ddpm_ref.cli as cli
+    import ddpm_ref._cli_commands as cli  # where the commands live
 
     seen = []
 
