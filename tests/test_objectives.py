@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -95,3 +97,46 @@ def test_train_config_variance_per_objective():
     for objective in ("simple", "hybrid"):
         with pytest.raises(ValueError, match="variance: expected one of"):
             _cfg(objective=objective, variance="learned")
+
+
+def test_objective_simple_is_eq14_l_simple():
+    x0, t, eps, xt, rng = _batch()
+    out = rng.standard_normal(x0.shape)
+    loss, d, eps_mse = objective_loss(_cfg(), SCHED, x0, xt, t, eps, out)
+    ref_loss, ref_d = l_simple(eps, out)
+    assert loss == ref_loss  # the same function, so the same bits
+    np.testing.assert_array_equal(d, ref_d)
+    np.testing.assert_allclose(eps_mse, ((eps - out) ** 2).mean(axis=1), rtol=1e-12)
+
+
+@pytest.mark.parametrize("mean_type", ["eps", "x0", "mu"])
+def test_objective_vlb_is_T_times_mean_term(mean_type):
+    x0, t, eps, xt, rng = _batch()
+    out = rng.standard_normal(x0.shape)
+    cfg = _cfg(objective="vlb", mean_type=mean_type)
+    loss, d, _ = objective_loss(cfg, SCHED, x0, xt, t, eps, out)
+    ref = vlb_term(SCHED, x0, xt, t, out, variance="fixedlarge", decoder="gaussian",
+                   mean_type=mean_type)
+    assert loss == pytest.approx(SCHED.T * ref.mean(), rel=1e-12)
+    num = _num_grad(cfg, x0, xt, t, eps, out)  # centred differences of the loss itself
+    np.testing.assert_allclose(d, num, rtol=1e-5, atol=1e-7 * np.abs(num).max())
+
+
+def test_objective_hybrid_stops_the_vlb_gradient_at_the_mean():
+    x0, t, eps, xt, rng = _batch()
+    out = np.concatenate([rng.standard_normal(x0.shape), rng.uniform(-1, 1, x0.shape)], axis=1)
+    cfg = _cfg(objective="hybrid", variance="learned_range", hybrid_lambda=0.01)
+    loss, d, _ = objective_loss(cfg, SCHED, x0, xt, t, eps, out)
+    ls, d_ls = l_simple(eps, out[:, :2])
+    nats = vlb_term(SCHED, x0, xt, t, out, variance="learned_range", decoder="gaussian")
+    w = 0.01 * SCHED.T / (2 * math.log(2.0))  # lambda T / (D ln 2): bits per dimension
+    assert loss == pytest.approx(ls + w * nats.mean(), rel=1e-12)
+    np.testing.assert_allclose(d[:, :2], d_ls, rtol=1e-12)  # mean half: L_simple only
+    h = 1e-6
+    for idx in np.ndindex(x0.shape):  # variance half: the full loss
+        up, dn = out.copy(), out.copy()
+        up[idx[0], 2 + idx[1]] += h
+        dn[idx[0], 2 + idx[1]] -= h
+        num = (objective_loss(cfg, SCHED, x0, xt, t, eps, up)[0]
+               - objective_loss(cfg, SCHED, x0, xt, t, eps, dn)[0]) / (2 * h)
+        assert d[idx[0], 2 + idx[1]] == pytest.approx(num, rel=1e-5, abs=1e-9)

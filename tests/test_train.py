@@ -1,4 +1,4 @@
-"""Tests for ddpm_ref.train (Algorithm 1) and ddpm_ref.objectives."""
+"""Tests for ddpm_ref.train (Algorithm 1); the objectives are in tests/test_objectives.py."""
 
 from __future__ import annotations
 
@@ -9,10 +9,7 @@ import pytest
 
 from ddpm_ref.checkpoint import load_checkpoint, register_architecture
 from ddpm_ref.data import toy2d
-from ddpm_ref.diffusion import q_sample
-from ddpm_ref.elbo import l_simple, vlb_term
 from ddpm_ref.nn.mlp import MLP
-from ddpm_ref.objectives import objective_loss
 from ddpm_ref.schedule import make_schedule
 from ddpm_ref.train import (
     NonFiniteLossError,
@@ -37,15 +34,6 @@ def _data(n=512):
 def _cfg(**kw):
     base = dict(steps=40, batch=32, lr=3e-3, warmup=5, ema_decay=0.9, log_every=10)
     return TrainConfig(**{**base, **kw})
-
-
-def _batch(B=6, C=2, seed=0):
-    rng = np.random.default_rng(seed)
-    x0 = rng.standard_normal((B, C))
-    t = rng.integers(1, SCHED.T + 1, size=B)
-    t[0] = 1  # the decoder term L_0 is included
-    eps = rng.standard_normal((B, C))
-    return x0, t, eps, q_sample(SCHED, x0, t, eps), rng
 
 
 def test_algorithm1_training_lowers_l_simple():
@@ -126,56 +114,6 @@ def test_huge_learning_rate_stops_with_a_clear_error():
     with pytest.raises(NonFiniteLossError, match="try a smaller learning rate") as info:
         train(_net(), SCHED, _data(), _cfg(lr=1e30, warmup=0), rng=np.random.default_rng(0))
     assert all(np.all(np.isfinite(v)) for v in info.value.state.params.values())
-
-
-def test_objective_simple_is_eq14_l_simple():
-    x0, t, eps, xt, rng = _batch()
-    out = rng.standard_normal(x0.shape)
-    loss, d, eps_mse = objective_loss(_cfg(), SCHED, x0, xt, t, eps, out)
-    ref_loss, ref_d = l_simple(eps, out)
-    assert loss == ref_loss  # the same function, so the same bits
-    np.testing.assert_array_equal(d, ref_d)
-    np.testing.assert_allclose(eps_mse, ((eps - out) ** 2).mean(axis=1), rtol=1e-12)
-
-
-@pytest.mark.parametrize("mean_type", ["eps", "x0", "mu"])
-def test_objective_vlb_is_T_times_mean_term(mean_type):
-    x0, t, eps, xt, rng = _batch()
-    out = rng.standard_normal(x0.shape)
-    cfg = _cfg(objective="vlb", mean_type=mean_type)
-    loss, d, _ = objective_loss(cfg, SCHED, x0, xt, t, eps, out)
-    ref = vlb_term(SCHED, x0, xt, t, out, variance="fixedlarge", decoder="gaussian",
-                   mean_type=mean_type)
-    assert loss == pytest.approx(SCHED.T * ref.mean(), rel=1e-12)
-    # the gradient against centred differences of the loss itself
-    h, num = 1e-6, np.zeros_like(out)
-    for idx in np.ndindex(out.shape):
-        up, dn = out.copy(), out.copy()
-        up[idx] += h
-        dn[idx] -= h
-        num[idx] = (objective_loss(cfg, SCHED, x0, xt, t, eps, up)[0]
-                    - objective_loss(cfg, SCHED, x0, xt, t, eps, dn)[0]) / (2 * h)
-    np.testing.assert_allclose(d, num, rtol=1e-5, atol=1e-7 * np.abs(num).max())
-
-
-def test_objective_hybrid_stops_the_vlb_gradient_at_the_mean():
-    x0, t, eps, xt, rng = _batch()
-    out = np.concatenate([rng.standard_normal(x0.shape), rng.uniform(-1, 1, x0.shape)], axis=1)
-    cfg = _cfg(objective="hybrid", variance="learned_range", hybrid_lambda=0.01)
-    loss, d, _ = objective_loss(cfg, SCHED, x0, xt, t, eps, out)
-    ls, d_ls = l_simple(eps, out[:, :2])
-    nats = vlb_term(SCHED, x0, xt, t, out, variance="learned_range", decoder="gaussian")
-    w = 0.01 * SCHED.T / (2 * math.log(2.0))  # lambda T / (D ln 2): bits per dimension
-    assert loss == pytest.approx(ls + w * nats.mean(), rel=1e-12)
-    np.testing.assert_allclose(d[:, :2], d_ls, rtol=1e-12)  # mean half: L_simple only
-    h = 1e-6
-    for idx in np.ndindex(x0.shape):  # variance half: the full loss
-        up, dn = out.copy(), out.copy()
-        up[idx[0], 2 + idx[1]] += h
-        dn[idx[0], 2 + idx[1]] -= h
-        num = (objective_loss(cfg, SCHED, x0, xt, t, eps, up)[0]
-               - objective_loss(cfg, SCHED, x0, xt, t, eps, dn)[0]) / (2 * h)
-        assert d[idx[0], 2 + idx[1]] == pytest.approx(num, rel=1e-5, abs=1e-9)
 
 
 def test_vlb_and_hybrid_objectives_train():
