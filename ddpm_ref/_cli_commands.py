@@ -111,7 +111,8 @@ def cmd_train(args) -> int:
                 "learned_range" if args.objective == "hybrid" else "fixedlarge")
             try:
                 cfg = TrainConfig(steps=args.steps, batch=args.batch, lr=args.lr,
-                                  warmup=args.warmup, ema_decay=args.ema_decay,
+                                  warmup=args.warmup, lr_decay=args.lr_decay,
+                                  ema_decay=args.ema_decay,
                                   ema_warmup=not args.no_ema_warmup,
                                   objective=args.objective, mean_type=args.mean_type,
                                   variance=variance, decoder=spec.decoder,

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from scipy.stats import chisquare
 
 from ddpm_ref.nn.fast import silu_backward, silu_forward  # the SiLU kernels (float32 as before)
 from ddpm_ref.nn.layers import linear_backward, linear_forward
@@ -33,6 +34,7 @@ __all__ = ["DigitClassifier", "train_classifier", "softmax_cross_entropy", "frec
            "nearest_neighbour_distance", "default_classifier", "cache_dir"]
 
 N_CLASSES = 10
+N_REAL_DRAWS = 5  # draws of real training digits for the Fréchet distance's reference spread
 
 
 def softmax_cross_entropy(logits, labels):
@@ -283,10 +285,12 @@ def sample_quality(images, seed=0) -> dict:
     """Sample-quality numbers for generated digits uint8 (N, H, W) (H = 28 or 14).
 
     Returns a dict: classifier_test_accuracy (on the 500 test digits); confident (share of
-    samples labelled with probability > 0.9) and the same share for N real test digits;
-    class_counts (argmax labels of the samples); frechet (samples vs the 500 test digits,
-    classifier features) and frechet_real (N training digits vs the test digits: the value
-    for perfect samples at this N); nn_sample_median / nn_sample_min (L2 distance, 0-255
+    samples labelled with probability > 0.9), the same share for the 500 real test digits
+    (confident_test) and their ratio (confident_ratio: the calibrated number, 1 = as confident
+    as real held-out digits); class_counts (argmax labels of the samples) and class_chi2_p (the
+    chi-square test of equal class frequencies); frechet (samples vs the 500 test digits,
+    classifier features) and frechet_real / frechet_real_sd / frechet_real_max (N training
+    digits vs the test digits over 5 draws: what perfect samples get at this N); nn_sample_median / nn_sample_min (L2 distance, 0-255
     scale, from each sample to its nearest training digit) next to nn_test_median / nn_test_min
     (the same for the test digits); copies (samples nearer a training digit than the nearest
     test digit ever is).
@@ -302,21 +306,32 @@ def sample_quality(images, seed=0) -> dict:
     x_tr, _ = load_digits("train", size)
     x_te, y_te = load_digits("test", size)
     n = images.shape[0]
-    real = x_tr[np.random.default_rng([seed, 4]).choice(len(x_tr), min(n, len(x_tr)),
-                                                         replace=False)]
+    draws = [x_tr[np.random.default_rng([seed, 4, k]).choice(len(x_tr), min(n, len(x_tr)),
+                                                             replace=False)]
+             for k in range(N_REAL_DRAWS)]
     p = clf.predict_proba(images)
     p_test = clf.predict_proba(x_te)
     f_test = clf.features(x_te)
     nn_s = nearest_neighbour_distance(images, x_tr)
     nn_t = nearest_neighbour_distance(x_te, x_tr)
+    confident, confident_test = np.mean(p.max(axis=1) > 0.9), np.mean(p_test.max(axis=1) > 0.9)
+    counts = np.bincount(p.argmax(axis=1), minlength=N_CLASSES)
+    fr_real = [frechet_distance(clf.features(r), f_test) for r in draws]
     return {
         "n": int(n),
         "classifier_test_accuracy": float(np.mean(p_test.argmax(axis=1) == y_te)),
-        "confident": float(np.mean(p.max(axis=1) > 0.9)),
-        "confident_test": float(np.mean(p_test.max(axis=1) > 0.9)),
-        "class_counts": np.bincount(p.argmax(axis=1), minlength=N_CLASSES).tolist(),
+        "confident": float(confident),
+        "confident_test": float(confident_test),
+        # the calibration: the samples' share relative to real held-out digits' (1 = as real)
+        "confident_ratio": float(confident / confident_test),
+        "class_counts": counts.tolist(),
+        "class_chi2_p": float(chisquare(counts).pvalue),  # H0: the ten classes equally likely
         "frechet": frechet_distance(clf.features(images), f_test),
-        "frechet_real": frechet_distance(clf.features(real), f_test),
+        # N training digits against the test digits, N_REAL_DRAWS draws: the value (and its
+        # spread) that perfect samples would get at this N
+        "frechet_real": float(np.mean(fr_real)),
+        "frechet_real_sd": float(np.std(fr_real, ddof=1)),
+        "frechet_real_max": float(np.max(fr_real)),
         "nn_sample_median": float(np.median(nn_s)), "nn_sample_min": float(nn_s.min()),
         "nn_test_median": float(np.median(nn_t)), "nn_test_min": float(nn_t.min()),
         "copies": int(np.sum(nn_s < nn_t.min())),

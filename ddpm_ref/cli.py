@@ -36,6 +36,7 @@ from ddpm_ref.checkpoint import shipped_checkpoints
 from ddpm_ref.datasets import DATASETS, TRAIN_DEFAULTS
 from ddpm_ref.diffusion import FIXED_VARIANCES, MEAN_TYPES, VARIANCES
 from ddpm_ref.objectives import OBJECTIVES
+from ddpm_ref.optim import LR_DECAYS
 from ddpm_ref.schedule import TRAIN_KINDS
 
 __all__ = ["main", "build_parser"]
@@ -129,6 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Adam learning rate " + per_data("lr"))
     t.add_argument("--warmup", type=int_at_least(0), default=None,
                    help="warm-up steps " + per_data("warmup"))
+    t.add_argument("--lr-decay", choices=LR_DECAYS, default=None,
+                   help="learning rate after the warm-up: none (constant, the paper's) or "
+                   "cosine (a half cosine down to 0 at --steps) (default: "
+                   f"{TRAIN_DEFAULTS['lr_decay']} for 2-D data, {mn['lr_decay']} for mnist)")
     t.add_argument("--ema-decay", type=float, default=None,
                    help="EMA decay of the weights, reached after a warm-up (see above) "
                    + per_data("ema_decay"))
@@ -141,9 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--schedule", choices=TRAIN_KINDS,
                    default=None, help="beta schedule (default: linear, the paper's)")
     t.add_argument("--objective", choices=OBJECTIVES, default=None,
-                   help="simple (the default): L_simple (Eq. 14, the paper's); vlb: the true "
-                   "bound (Eq. 5); "
-                   "hybrid: L_simple + 0.001 L_vlb with learned variances (Nichol & Dhariwal)")
+                   help="simple: L_simple (Eq. 14, the paper's); vlb: the true bound (Eq. 5); "
+                   "hybrid: L_simple + 0.001 L_vlb with learned variances (Nichol & Dhariwal) "
+                   f"(default: {TRAIN_DEFAULTS['objective']} for 2-D data, {mn['objective']} "
+                   "for mnist)")
     t.add_argument("--mean-type", choices=MEAN_TYPES, default=None,
                    help="what the network predicts (default: eps, Eq. 11)")
     t.add_argument("--variance", choices=VARIANCES,
@@ -214,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # train options whose default does not depend on the data set (None in the parser so that
 # --resume can tell "given" from "not given")
-NON_DATA_DEFAULTS = dict(T=1000, schedule="linear", objective="simple", mean_type="eps")
+NON_DATA_DEFAULTS = dict(T=1000, schedule="linear", mean_type="eps")
 
 
 def fill_train_defaults(args) -> None:

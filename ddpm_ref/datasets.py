@@ -22,8 +22,8 @@ __all__ = ["DatasetSpec", "DATASETS", "TRAIN_DEFAULTS", "register_dataset", "get
 # ``ddpm-ref train`` settings a data set does not override: TrainConfig's defaults, the 2-D
 # recipe (an MLP on points, ~10 s on 2 cores) that ``ddpm-ref demo`` uses too. Written once there.
 TRAIN_DEFAULTS = {k: getattr(TrainConfig, k) for k in
-                  ("steps", "batch", "lr", "warmup", "ema_decay", "ckpt_every", "log_every",
-                   "seed")}
+                  ("steps", "batch", "lr", "warmup", "lr_decay", "ema_decay", "objective",
+                   "ckpt_every", "log_every", "seed")}
 
 
 @dataclass(frozen=True)
@@ -122,8 +122,8 @@ def _mnist(size: int) -> DatasetSpec:
         # recognisable digits from scratch in under an hour on 2 cores (docs/results.md): many
         # small steps at a large lr learn faster per second than the paper's TPU recipe (batch
         # 128, lr 2e-4, 800k steps); EMA 0.999 averages the last ~1,000 steps
-        train_defaults=dict(steps=5500, batch=32, lr=1e-3, warmup=200, ema_decay=0.999,
-                            ckpt_every=250),
+        train_defaults=dict(steps=5500, batch=32, lr=1e-3, warmup=200, lr_decay="cosine",
+                            ema_decay=0.999, objective="hybrid", ckpt_every=250),
     )
 
 

@@ -10,6 +10,7 @@ decoder) and §3.4 (Eq. 14, L_simple); the hybrid objective of Nichol & Dhariwal
 
   L = sum of all terms over t, exactly                 -> bound_terms
   L_T + T L_{t-1}, t ~ U{1..T} (unbiased)              -> bound_estimate
+  small t exactly, strata of the rest (unbiased)       -> bound_stratified
 
 All values are nats per example (summed over data dimensions) unless stated; ``bits_per_dim``
 converts. The elementwise distributions (the Gaussian KL, the discretized decoder of Eq. 13) are in
@@ -231,11 +232,24 @@ def _default_chunk(sched, x0):
     return int(max(1, min(sched.T, 2**16 // max(1, x0.size))))
 
 
+def _split_variance(variants):
+    """The variance whose output layout the network has: a learned one if any variant learns
+    (the network then outputs mean and v; a fixed-variance variant reads the mean half)."""
+    learned = [v for v, _ in variants.values() if VARIANCE_TABLE[v].learned]
+    return learned[0] if learned else next(iter(variants.values()))[0]
+
+
+def _variant_output(out, mean_out, variance):
+    """What a variant's reverse process reads: the whole output if it learns its variance,
+    else only the mean part (a fixed sigma^2 scored on a learned-variance network)."""
+    return out if VARIANCE_TABLE[variance].learned else mean_out
+
+
 def _terms_over_t(sched, model_fn, x0, rng, variants, decoder, mean_type, chunk, cdf, bar):
     """L[name] (B, T+1) for each (variance, clip_x0) of ``variants`` from ONE model call per
     (t, example), plus the eps-MSE and the clipped-x0 MSE (B, T+1); inputs already checked."""
     T, B = sched.T, x0.shape[0]
-    split_as = next(iter(variants.values()))[0]  # every variant reads the same output layout
+    split_as = _split_variance(variants)
     L = {name: np.full((B, T + 1), np.nan) for name in variants}
     mse, x0_mse = np.full((B, T + 1), np.nan), np.full((B, T + 1), np.nan)
     starts = range(1, T + 1, chunk)
@@ -251,11 +265,11 @@ def _terms_over_t(sched, model_fn, x0, rng, variants, decoder, mean_type, chunk,
         eps = rng.standard_normal((k * B,) + x0.shape[1:])  # (k*B, ...)
         xt = _q_sample(sched, x0_k, t, eps)  # Eq. (4)
         out = np.asarray(model_fn(xt, sched.timesteps[t]), dtype=np.float64)  # ONE call
-        for name, (variance, clip_x0) in variants.items():
-            nats, _ = _vlb_core(sched, x0_k, xt, t, out, mean_type, variance, clip_x0, decoder,
-                                cdf, False)
-            L[name][:, ts] = nats.reshape(k, B).T
         mean_out, _ = _split_output(sched, xt, out, split_as)
+        for name, (variance, clip_x0) in variants.items():
+            nats, _ = _vlb_core(sched, x0_k, xt, t, _variant_output(out, mean_out, variance),
+                                mean_type, variance, clip_x0, decoder, cdf, False)
+            L[name][:, ts] = nats.reshape(k, B).T
         x0_hat = _predict_x0(sched, xt, t, mean_out, mean_type)  # (k*B, ...), unclipped
         eps_hat = _eps_hat(sched, xt, t, mean_out, mean_type)
         mse[:, ts] = ((eps - eps_hat) ** 2).reshape(k, B, -1).mean(axis=2).T
@@ -313,6 +327,96 @@ def bound_terms(sched, model_fn, x0, rng, *, variance="fixedlarge", clip_x0=Fals
         L, L_0, L_sum, total = L[None], L_0[None], L_sum[None], total[None]
     return {"L_T": L_T, "L": L, "L_0": L_0, "L_sum": L_sum, "total": total, "l_simple": mse,
             "x0_mse": x0_mse}
+
+
+def stratified_timesteps(T, exact_upto, stride, B, rng):
+    r"""The timesteps and weights of :func:`bound_stratified`: every t <= exact_upto (weight 1),
+    then the blocks [a, a + stride) of the rest, one t drawn uniformly per block and example
+    (weight: the block's length), so that sum_j w_j L_{t_j - 1} is unbiased for sum_t L_{t-1}.
+
+    Returns:
+        t (B, n) int64 in 1..T, w (B, n) float64; every row's weights sum to T.
+    """
+    if not (1 <= int(exact_upto) <= T):
+        raise ValueError(f"exact_upto: expected an integer in 1..{T}, got {exact_upto}")
+    if int(stride) < 1:
+        raise ValueError(f"stride: expected an integer >= 1, got {stride}")
+    exact = np.arange(1, int(exact_upto) + 1)
+    starts = np.arange(int(exact_upto) + 1, T + 1, int(stride))
+    lengths = np.minimum(starts + int(stride), T + 1) - starts  # the last block may be shorter
+    drawn = starts + np.floor(rng.random((B, starts.size)) * lengths).astype(np.int64)
+    t = np.concatenate([np.broadcast_to(exact, (B, exact.size)), drawn], axis=1)
+    w = np.concatenate([np.ones((B, exact.size)), np.broadcast_to(lengths, drawn.shape)], axis=1)
+    return t, w
+
+
+def bound_stratified(sched, model_fn, x0, rng, *, exact_upto=100, stride=10,
+                     decoder="discretized", mean_type="eps", t_chunk=None, progress=False,
+                     cdf="exact", variants=None):
+    r"""An unbiased estimate of the bound Eq. (5) at a fraction of :func:`bound_terms`' cost.
+
+    The terms of small t carry most of the bound and vary fastest with t, so they are summed
+    exactly; above ``exact_upto`` the timesteps are split into blocks of ``stride`` and each
+    example draws one t per block, weighted by the block's length (stratified sampling):
+
+        L ~= L_T + sum_{t <= exact_upto} L_{t-1} + sum_blocks |block| L_{t_b - 1},  t_b ~ U(block)
+
+    Each example's estimate is unbiased for its own bound and independent of the others', so the
+    standard error over examples includes the t sampling. ``stride=1`` is the exact sum (as
+    bound_terms, with other draws). One x_t ~ q(x_t | x_0) per (t, example), as bound_terms.
+
+    Args:
+        variants: {name: (variance, clip_x0)} scored from one network call per (t, example)
+            (default: {"fixedlarge": ("fixedlarge", False)}).
+        t_chunk: columns of timesteps per network call (default: about 128 images per call).
+    Returns:
+        dict: "L_T" (B,), and per variant name: {"L_0", "L_sum", "total"} (B,) nats; "t", "w"
+        the timesteps and weights used (B, n).
+    """
+    x0 = check_x("x0", x0)
+    check_choice("decoder", decoder, DECODERS)
+    if decoder == "discretized":
+        _check_on_grid(x0)
+    check_rng(rng)
+    check_choice("mean_type", mean_type, MEAN_TYPES)
+    variants = {"fixedlarge": ("fixedlarge", False)} if variants is None else variants
+    for v, _ in variants.values():
+        check_choice("variance", v, VARIANCES)
+    B = x0.shape[0]
+    t_all, w_all = stratified_timesteps(sched.T, exact_upto, stride, B, rng)
+    chunk = max(1, 128 // B) if t_chunk is None else int(t_chunk)
+    if chunk < 1:
+        raise ValueError(f"t_chunk: expected an integer >= 1, got {t_chunk}")
+    split_as = _split_variance(variants)
+    L_0 = {name: np.zeros(B) for name in variants}
+    L_sum = {name: np.zeros(B) for name in variants}
+    starts = range(0, t_all.shape[1], chunk)
+    if progress:
+        from tqdm import tqdm
+
+        starts = tqdm(starts, desc="bound (stratified)", unit=" network call")
+    for j0 in starts:
+        t = t_all[:, j0:j0 + chunk].T.reshape(-1)  # (k*B,) column-major: column, then example
+        w = w_all[:, j0:j0 + chunk].T.reshape(-1)
+        k = t.shape[0] // B
+        x0_k = np.broadcast_to(x0, (k,) + x0.shape).reshape((k * B,) + x0.shape[1:])
+        eps = rng.standard_normal(x0_k.shape)
+        xt = _q_sample(sched, x0_k, t, eps)  # Eq. (4)
+        out = np.asarray(model_fn(xt, sched.timesteps[t]), dtype=np.float64)  # ONE call
+        mean_out, _ = _split_output(sched, xt, out, split_as)
+        for name, (variance, clip_x0) in variants.items():
+            nats, _ = _vlb_core(sched, x0_k, xt, t, _variant_output(out, mean_out, variance),
+                                mean_type, variance, clip_x0, decoder, cdf, False)
+            per = (w * nats).reshape(k, B)
+            is_dec = (t == 1).reshape(k, B)
+            L_0[name] += np.where(is_dec, per, 0.0).sum(axis=0)
+            L_sum[name] += np.where(is_dec, 0.0, per).sum(axis=0)
+    L_T = prior_kl(sched, x0)
+    out = {"L_T": L_T, "t": t_all, "w": w_all}
+    for name in variants:
+        out[name] = {"L_0": L_0[name], "L_sum": L_sum[name],
+                     "total": L_T + L_sum[name] + L_0[name]}
+    return out
 
 
 def bound_estimate(sched, model_fn, x0, rng, *, variance="fixedlarge", clip_x0=False,

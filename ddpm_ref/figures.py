@@ -214,7 +214,7 @@ def write_figures(checkpoint, out, seed=0, n_chains=8, n_steps=10, n_shared=6, t
     else:
         xr, _ = held_out_digits(n_rd, ck.image_size or 28, seed)
         tm = bound_terms_all(sched, model_fn, xr, rng, mean_type=kw["mean_type"],
-                             progress=progress)
+                             progress=progress, variance=kw["variance"])
     t, rate, dist = rate_distortion(tm, D)
     paths["rate_distortion"] = plot_rate_distortion(t, rate, dist, out / "fig5_rate_distortion.png")
     return paths

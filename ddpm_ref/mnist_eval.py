@@ -24,8 +24,8 @@ import numpy as np
 
 from ddpm_ref.elbo import bound_terms
 
-__all__ = ["VARIANTS", "bound_terms_all", "summarize", "rate_distortion", "held_out_digits",
-           "evaluate_checkpoint", "main"]
+__all__ = ["VARIANTS", "variants_for", "bound_terms_all", "summarize", "summarize_totals",
+           "rate_distortion", "held_out_digits", "evaluate_checkpoint", "main"]
 
 # name -> (variance, clip_x0)
 VARIANTS = {
@@ -36,8 +36,21 @@ VARIANTS = {
 }
 
 
-def bound_terms_all(sched, model_fn, x0, rng, mean_type="eps", t_chunk=None, progress=False):
-    r"""Every term of Eq. (5) for the four variants, from one network call per (t, example).
+def variants_for(variance="fixedlarge") -> dict:
+    """The variants scored for a network whose own reverse variance is ``variance``: the four
+    fixed ones always (a learned-variance network's mean read with sigma^2 = beta / beta_tilde),
+    plus its learned sigma^2 with clipping off / on ("learned", "learned_clip") if it learns it."""
+    from ddpm_ref.diffusion import VARIANCE_TABLE
+
+    if not VARIANCE_TABLE[variance].learned:
+        return dict(VARIANTS)
+    return {**VARIANTS, "learned": (variance, False), "learned_clip": (variance, True)}
+
+
+def bound_terms_all(sched, model_fn, x0, rng, mean_type="eps", t_chunk=None, progress=False,
+                    variance="fixedlarge"):
+    r"""Every term of Eq. (5) for the variants of :func:`variants_for` (``variance``: the
+    network's own), from one network call per (t, example).
 
     Args:
         sched: the Schedule. model_fn: model_fn(xt, t) -> eps_theta (docs/architecture.md).
@@ -57,7 +70,7 @@ def bound_terms_all(sched, model_fn, x0, rng, mean_type="eps", t_chunk=None, pro
         raise ValueError(f"x0: expected images of shape (B, C, H, W), got {x0.shape}")
     chunk = max(1, 128 // x0.shape[0]) if t_chunk is None else t_chunk  # bound_terms checks it
     terms = bound_terms(sched, model_fn, x0, rng, decoder="discretized", mean_type=mean_type,
-                        t_chunk=chunk, progress=progress, variants=VARIANTS)
+                        t_chunk=chunk, progress=progress, variants=variants_for(variance))
     l_simple = terms["l_simple"] if mean_type == "eps" else np.full_like(terms["l_simple"], np.nan)
     return {"L_T": terms["L_T"], "L": terms["L"], "l_simple": l_simple,
             "x0_mse": terms["x0_mse"]}
@@ -86,6 +99,26 @@ def summarize(terms, D) -> dict:
             if len(total) > 1 else float("nan"),
         }
     rep["l_simple"] = float(np.nanmean(terms["l_simple"][:, 1:]))
+    return rep
+
+
+def summarize_totals(est, D) -> dict:
+    """:func:`summarize` for the per-example totals of :func:`ddpm_ref.elbo.bound_stratified`."""
+    to_bpd = 1.0 / (D * math.log(2.0))
+    L_T = np.asarray(est["L_T"])
+    rep = {"n": int(L_T.shape[0])}
+    for name, part in est.items():
+        if not isinstance(part, dict):
+            continue
+        total = part["total"]
+        rep[name] = {
+            "L_T": float(L_T.mean() * to_bpd),
+            "L_sum": float(part["L_sum"].mean() * to_bpd),
+            "L_0": float(part["L_0"].mean() * to_bpd),
+            "total": float(total.mean() * to_bpd),
+            "total_se": float(total.std(ddof=1) / math.sqrt(len(total)) * to_bpd)
+            if len(total) > 1 else float("nan"),
+        }
     return rep
 
 
@@ -130,29 +163,42 @@ def held_out_digits(n=500, size=28, seed=0):
 
 
 def _shard(args):
-    path, x0, seed, shard, t_chunk, progress = args
+    path, x0, seed, shard, t_chunk, progress, strata = args
     from ddpm_ref.checkpoint import load_checkpoint
+    from ddpm_ref.elbo import bound_stratified
     from ddpm_ref.train import make_model_fn
 
     ck = load_checkpoint(path)
     model_fn = make_model_fn(ck.net, ck.ema)
-    return bound_terms_all(ck.sched, model_fn, x0, np.random.default_rng([seed, shard]),
-                           mean_type=ck.model_options()["mean_type"], t_chunk=t_chunk,
-                           progress=progress)
+    opts = ck.model_options()
+    rng = np.random.default_rng([seed, shard])
+    if strata is not None:  # (exact_upto, stride): the stratified estimate
+        return bound_stratified(ck.sched, model_fn, x0, rng, exact_upto=strata[0],
+                                stride=strata[1], mean_type=opts["mean_type"], t_chunk=t_chunk,
+                                progress=progress, variants=variants_for(opts["variance"]))
+    return bound_terms_all(ck.sched, model_fn, x0, rng, mean_type=opts["mean_type"],
+                           t_chunk=t_chunk, progress=progress, variance=opts["variance"])
 
 
-def evaluate_checkpoint(checkpoint, n=500, seed=0, workers=1, t_chunk=None, progress=False):
+def evaluate_checkpoint(checkpoint, n=500, seed=0, workers=1, t_chunk=None, progress=False,
+                        strata=None):
     """bound_terms_all on n test digits for a checkpoint's EMA weights, split over processes.
 
+    ``strata=(exact_upto, stride)`` computes :func:`ddpm_ref.elbo.bound_stratified` instead
+    (every t <= exact_upto, one t per block of ``stride`` above: unbiased, ~stride times cheaper
+    for the large t): per-example totals only, no per-t tables.
+
     Returns:
-        (terms, labels): the merged dict of :func:`bound_terms_all` and the digits' labels.
+        (terms, labels): the merged dict of :func:`bound_terms_all` (or of bound_stratified)
+        and the digits' labels.
     """
     from ddpm_ref.checkpoint import load_checkpoint
 
     ck = load_checkpoint(checkpoint)
     x0, labels = held_out_digits(n, ck.image_size or 28, seed)
     parts = np.array_split(np.arange(len(x0)), max(1, min(int(workers), len(x0))))
-    jobs = [(ck.path, x0[p], seed, i, t_chunk, progress and i == 0) for i, p in enumerate(parts)]
+    jobs = [(ck.path, x0[p], seed, i, t_chunk, progress and i == 0, strata)
+            for i, p in enumerate(parts)]
     if len(jobs) == 1:
         results = [_shard(jobs[0])]
     else:
@@ -160,9 +206,16 @@ def evaluate_checkpoint(checkpoint, n=500, seed=0, workers=1, t_chunk=None, prog
 
         with mp.get_context("fork").Pool(len(jobs)) as pool:
             results = pool.map(_shard, jobs)
+    names = list(variants_for(ck.model_options()["variance"]))
+    if strata is not None:
+        est = {"L_T": np.concatenate([r["L_T"] for r in results])}
+        for v in names:
+            est[v] = {k: np.concatenate([r[v][k] for r in results])
+                      for k in ("L_0", "L_sum", "total")}
+        return est, labels
     terms = {
         "L_T": np.concatenate([r["L_T"] for r in results]),
-        "L": {v: np.concatenate([r["L"][v] for r in results]) for v in VARIANTS},
+        "L": {v: np.concatenate([r["L"][v] for r in results]) for v in names},
         "l_simple": np.concatenate([r["l_simple"] for r in results]),
         "x0_mse": np.concatenate([r["x0_mse"] for r in results]),
     }
@@ -188,6 +241,13 @@ def main(argv=None, prog="python -m ddpm_ref.mnist_eval") -> int:
                    help="timesteps per network call (default: as many as fit a batch of 64)")
     p.add_argument("--seed", type=int_at_least(0), default=0,
                    help="random seed of the x_t draws (default: %(default)s)")
+    p.add_argument("--t-stride", type=int_at_least(1), default=1,
+                   help="1 (the default): sum all T terms exactly; K > 1: the stratified "
+                   "estimate, every t <= --t-exact and one t per block of K above (unbiased, "
+                   "writes summary.json and per-digit totals, no per-t terms)")
+    p.add_argument("--t-exact", type=int_at_least(1), default=100,
+                   help="with --t-stride K > 1: the timesteps summed exactly (default: "
+                   "%(default)s)")
     p.add_argument("--out", default="runs/mnist_eval",
                    help="output folder for summary.json and terms.npz (default: %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -198,17 +258,30 @@ def main(argv=None, prog="python -m ddpm_ref.mnist_eval") -> int:
     if args.n > 500:
         raise ValueError(f"--n: expected at most 500 (the bundled test digits), got {args.n}")
     check_memory("--n", f"the term tables of {args.n} digits",
-                 8 * args.n * (len(VARIANTS) + 2) * (ck.sched.T + 1))
+                 8 * args.n * (len(VARIANTS) + 4) * (ck.sched.T + 1))
+    if args.t_stride > 1 and args.t_exact > ck.sched.T:
+        raise ValueError(f"--t-exact: expected at most T = {ck.sched.T}, got {args.t_exact}")
+    strata = (args.t_exact, args.t_stride) if args.t_stride > 1 else None
     out = writable_dir(args.out)
     t0 = time.perf_counter()
     terms, labels = evaluate_checkpoint(ck.path, args.n, args.seed, args.workers,
-                                        args.t_chunk, progress=not args.quiet)
+                                        args.t_chunk, progress=not args.quiet, strata=strata)
     wall = time.perf_counter() - t0
     D = int(np.prod(ck.net.x_shape))
-    rep = {"checkpoint": ck.path, "step": ck.step, "T": ck.sched.T, "wall_s": wall,
-           "units": "bits/dim", **summarize(terms, D)}
     from ddpm_ref._io import atomic_write, write_json
 
+    if strata is not None:
+        rep = {"checkpoint": ck.path, "step": ck.step, "T": ck.sched.T, "wall_s": wall,
+               "units": "bits/dim", "estimate": f"stratified: t <= {strata[0]} exactly, one t "
+               f"per block of {strata[1]} above", **summarize_totals(terms, D)}
+        write_json(out / "summary.json", rep)
+        arrays = {"L_T": terms["L_T"], "labels": labels,
+                  **{f"total_{v}": terms[v]["total"] for v in terms if v != "L_T"}}
+        atomic_write(out / "totals.npz", lambda f: np.savez(f, **arrays))
+        print(json.dumps(rep, indent=2))
+        return 0
+    rep = {"checkpoint": ck.path, "step": ck.step, "T": ck.sched.T, "wall_s": wall,
+           "units": "bits/dim", **summarize(terms, D)}
     write_json(out / "summary.json", rep)
     arrays = dict(L_T=terms["L_T"], labels=labels, l_simple=terms["l_simple"],
                   x0_mse=terms["x0_mse"], **{f"L_{v}": a for v, a in terms["L"].items()})

@@ -26,7 +26,8 @@ import numpy as np
 
 from ddpm_ref.nn import fast as _fast
 
-__all__ = ["adam_init", "adam_step", "adam_update", "clip_grad_norm", "warmup_lr", "ema_update"]
+__all__ = ["adam_init", "adam_step", "adam_update", "clip_grad_norm", "warmup_lr", "cosine_lr",
+           "LR_DECAYS", "ema_update"]
 
 
 def _check_like(name: str, d: dict, params: dict) -> None:
@@ -145,6 +146,27 @@ def warmup_lr(step: int, base_lr: float, warmup_steps: int) -> float:
     if warmup_steps == 0:
         return float(base_lr)
     return float(base_lr) * min(1.0, step / warmup_steps)
+
+
+LR_DECAYS = ("none", "cosine")
+
+
+def cosine_lr(step: int, base_lr: float, warmup_steps: int, total_steps: int) -> float:
+    r"""Linear warm-up, then a half cosine from base_lr down to 0 at the last update:
+
+        lr = base_lr (1 + cos(pi (step - warmup) / (total - warmup))) / 2    for step > warmup
+
+    (Loshchilov & Hutter's SGDR without restarts; improved-diffusion and many short diffusion
+    runs anneal so). ``step`` is 1-based as in :func:`warmup_lr`; the last update, step =
+    total_steps, gets lr 0, so the final weights are where the annealed steps left them.
+    """
+    lr = warmup_lr(step, base_lr, warmup_steps)
+    if int(total_steps) != total_steps or total_steps < 1:
+        raise ValueError(f"total_steps: expected an integer >= 1, got {total_steps}")
+    if step <= warmup_steps or total_steps <= warmup_steps:
+        return lr
+    frac = min(1.0, (step - warmup_steps) / (total_steps - warmup_steps))
+    return float(base_lr) * 0.5 * (1.0 + math.cos(math.pi * frac))
 
 
 def ema_update(ema: dict, params: dict, decay: float) -> dict:

@@ -20,10 +20,11 @@ import numpy as np
 
 from ddpm_ref.diffusion import MEAN_TYPES, VARIANCES, q_sample
 from ddpm_ref.objectives import OBJECTIVES, objective_loss
-from ddpm_ref.optim import adam_init, adam_update, clip_grad_norm, ema_update, warmup_lr
+from ddpm_ref.optim import (LR_DECAYS, adam_init, adam_update, clip_grad_norm, cosine_lr,
+                            ema_update, warmup_lr)
 
 __all__ = ["TrainConfig", "TrainState", "NonFiniteLossError", "TrainingInterrupted", "init_state",
-           "train", "ema_decay_at", "make_model_fn", "state_from_checkpoint", "save_state"]
+           "train", "ema_decay_at", "lr_at", "make_model_fn", "state_from_checkpoint", "save_state"]
 
 
 @dataclass
@@ -38,6 +39,7 @@ class TrainConfig:
     batch: int = 256  # examples per update, B (paper: 128)
     lr: float = 2e-3  # Adam learning rate after warm-up (paper: 2e-4)
     warmup: int = 200  # linear learning-rate warm-up, in steps (paper: 5000)
+    lr_decay: str = "none"  # after warm-up: "none" (constant, the paper's) | "cosine" (to 0)
     grad_clip: float = 1.0  # global gradient-norm clip (paper: 1.0)
     ema_decay: float = 0.999  # EMA decay of the parameters (paper: 0.9999); see ema_warmup
     ema_warmup: bool = True  # decay min(ema_decay, (1 + s) / (10 + s)) at update s (ema_decay_at)
@@ -61,6 +63,8 @@ class TrainConfig:
                 raise ValueError(f"{name}: expected an integer >= 0, got {v!r}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"lr: expected a finite number > 0, got {self.lr}")
+        if self.lr_decay not in LR_DECAYS:
+            raise ValueError(f"lr_decay: expected one of {LR_DECAYS}, got {self.lr_decay!r}")
         if not self.grad_clip > 0:
             raise ValueError(f"grad_clip: expected a number > 0, got {self.grad_clip}")
         if not isinstance(self.ema_warmup, bool):
@@ -103,6 +107,13 @@ class TrainState:
     opt_state: dict  # Adam moments and step count (optim.adam_init)
     step: int  # number of updates made
     rng: np.random.Generator  # the single source of randomness of the loop
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """The learning rate of update ``step`` (1-based): the warm-up, then cfg.lr_decay."""
+    if cfg.lr_decay == "cosine":
+        return cosine_lr(step, cfg.lr, cfg.warmup, cfg.steps)
+    return warmup_lr(step, cfg.lr, cfg.warmup)
 
 
 def ema_decay_at(s: int, decay: float, warmup: bool = True) -> float:
@@ -248,7 +259,7 @@ def train(net, sched, data, cfg: TrainConfig, rng=None, state=None, callback=Non
                 if not math.isfinite(gnorm):
                     raise NonFiniteLossError(step + 1, "gradient norm", gnorm, state,
                                              *_kept(last_ckpt))
-                lr = warmup_lr(step + 1, cfg.lr, cfg.warmup)
+                lr = lr_at(step + 1, cfg)
                 params, opt = adam_update(params, grads, opt, lr)
                 ema = ema_update(ema, params, ema_decay_at(step, cfg.ema_decay, cfg.ema_warmup))
                 state = TrainState(params, ema, opt, step + 1, rng)  # one assignment: atomic

@@ -148,3 +148,20 @@ def test_default_classifier_is_trained_once_then_read_from_the_cache(tmp_path, m
         np.testing.assert_array_equal(again.params[k], first.params[k])
     clf_mod.default_classifier(14, seed=4, log=messages.append)
     assert calls == [1, 1]  # another seed is another classifier
+
+
+def test_the_calibrated_numbers_put_real_digits_at_one_and_noise_below():
+    from ddpm_ref.classifier import sample_quality
+
+    x_tr, y_tr = load_digits("train", 14)
+    real = x_tr[np.random.default_rng(1).choice(len(x_tr), 200, replace=False)]
+    rep = sample_quality(real)  # real digits: as confident as held-out ones, within sampling
+    assert 0.85 < rep["confident_ratio"] < 1.15 and rep["class_chi2_p"] > 0.01
+    # real digits sit inside the real-vs-real Fréchet spread; noisy ones far outside it
+    assert rep["frechet"] < rep["frechet_real_max"] + 3 * rep["frechet_real_sd"]
+    noisy = np.clip(real + np.random.default_rng(0).normal(0, 100, real.shape), 0, 255)
+    bad = sample_quality(noisy.astype(np.uint8))
+    assert bad["confident_ratio"] < 0.8 * rep["confident_ratio"]
+    assert bad["frechet"] > rep["frechet_real"] + 5 * rep["frechet_real_sd"]
+    ones = x_tr[np.flatnonzero(y_tr == 1)[:200]]  # one class only
+    assert sample_quality(ones)["class_chi2_p"] < 1e-10

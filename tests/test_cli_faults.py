@@ -100,6 +100,9 @@ def test_resume_takes_a_new_lr_and_refuses_what_it_cannot_honour(capsys, tmp_pat
                         "--steps", 40, "--T", 50, "--quiet")
     _one_line(code, err, "--T: cannot change on --resume")
     code, _, err = _run(capsys, "train", "--dataset", "moons", "--out", out, "--resume",
+                        "--steps", 40, "--lr-decay", "cosine", "--quiet")
+    _one_line(code, err, "--lr-decay: cannot change on --resume", "'none'")
+    code, _, err = _run(capsys, "train", "--dataset", "moons", "--out", out, "--resume",
                         "--steps", 35, "--lr", "1e-4", "--quiet")
     assert code == 0, err
     ck = load_checkpoint(out / "checkpoint.npz")

@@ -153,3 +153,44 @@ def test_main_writes_a_summary_for_a_checkpoint(tmp_path):
     assert all(0 < rep[v]["total"] < np.inf for v in VARIANTS)
     z = np.load(tmp_path / "ev" / "terms.npz")
     assert z["L_beta"].shape == (4, T + 1)
+
+
+def _learned_checkpoint(tmp_path):
+    sched, info = scaled_schedule("linear", T)
+    net = UNet(image_shape=(1, 14, 14), ch=8, ch_mult=(1, 2), groups=4, temb_dim=16,
+               mid_attention=False, dropout=0.0, out_mult=2)
+    rng = np.random.default_rng(3)
+    params = net.init(rng, dtype=np.float32)
+    params["out.conv.w"] = (0.3 * rng.standard_normal(params["out.conv.w"].shape)).astype(
+        np.float32)
+    return save_checkpoint(tmp_path / "ck.npz", net, sched, params, dataset="mnist14",
+                           image_size=14, schedule_info=info,
+                           train_config={"objective": "hybrid", "variance": "learned_range",
+                                         "decoder": "discretized"})
+
+
+def test_a_learned_variance_checkpoint_is_scored_with_its_own_and_the_fixed_variances(tmp_path):
+    from ddpm_ref.mnist_eval import evaluate_checkpoint, variants_for
+
+    assert set(variants_for("learned_range")) == set(VARIANTS) | {"learned", "learned_clip"}
+    assert variants_for("fixedsmall") == VARIANTS
+    ck = _learned_checkpoint(tmp_path)
+    exact, _ = evaluate_checkpoint(ck, n=4)
+    # the stratified estimate with every t exact is the exact sum, on the same draws
+    strat, _ = evaluate_checkpoint(ck, n=4, strata=(T, 3))
+    for v in variants_for("learned_range"):
+        total = exact["L_T"] + exact["L"][v][:, 1:].sum(axis=1)
+        np.testing.assert_allclose(strat[v]["total"], total, rtol=1e-10)
+    assert not np.allclose(strat["learned"]["total"], strat["beta_tilde"]["total"])
+    assert main(["--checkpoint", str(ck), "--n", "4", "--t-stride", "3", "--t-exact", "2",
+                 "--out", str(tmp_path / "ev"), "--quiet"]) == 0
+    rep = json.loads((tmp_path / "ev" / "summary.json").read_text())
+    assert rep["estimate"].startswith("stratified") and rep["n"] == 4
+    z = np.load(tmp_path / "ev" / "totals.npz")
+    assert z["total_learned"].shape == (4,)
+    D = 14 * 14
+    assert rep["learned"]["total"] == pytest.approx(
+        float(z["total_learned"].mean()) / (D * math.log(2)), rel=1e-12)
+    with pytest.raises(ValueError, match="--t-exact"):
+        main(["--checkpoint", str(ck), "--n", "4", "--t-stride", "3", "--t-exact", "99",
+              "--out", str(tmp_path / "ev2"), "--quiet"])

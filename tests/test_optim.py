@@ -5,7 +5,14 @@ import math
 import numpy as np
 import pytest
 
-from ddpm_ref.optim import adam_init, adam_update, clip_grad_norm, ema_update, warmup_lr
+from ddpm_ref.optim import (
+    adam_init,
+    adam_update,
+    clip_grad_norm,
+    cosine_lr,
+    ema_update,
+    warmup_lr,
+)
 
 
 def _copy(d):
@@ -156,3 +163,18 @@ def test_ema_update_by_hand():
         ema_update(ema, params, 1.5)
     with pytest.raises(ValueError, match="ema: keys differ"):
         ema_update({"v": ema["w"]}, params, 0.9)
+
+
+def test_cosine_lr_warms_up_then_falls_to_zero_at_the_last_step():
+    base, w, total = 1e-3, 200, 5500
+    assert cosine_lr(100, base, w, total) == warmup_lr(100, base, w)  # the same ramp
+    assert cosine_lr(w, base, w, total) == pytest.approx(base, rel=1e-12)
+    mid = w + (total - w) // 2  # half way down the half cosine: base / 2
+    assert cosine_lr(mid, base, w, total) == pytest.approx(base / 2, rel=1e-12)
+    q = w + (total - w) // 4  # a quarter of the way: base (1 + cos(pi / 4)) / 2
+    assert cosine_lr(q, base, w, total) == pytest.approx(base * (1 + np.sqrt(0.5)) / 2, rel=1e-9)
+    assert cosine_lr(total, base, w, total) == pytest.approx(0.0, abs=1e-18)
+    lrs = [cosine_lr(s, base, w, total) for s in range(w, total + 1)]
+    assert np.all(np.diff(lrs) < 0)  # strictly decreasing after the warm-up
+    with pytest.raises(ValueError, match="total_steps"):
+        cosine_lr(5, base, w, 0)

@@ -244,3 +244,26 @@ def test_ctrl_c_saves_the_last_step_and_resume_is_bit_for_bit(tmp_path):
     for k in whole.params:
         np.testing.assert_array_equal(resumed.params[k], whole.params[k])
         np.testing.assert_array_equal(resumed.ema[k], whole.ema[k])
+
+
+def test_lr_decay_cosine_is_the_rate_train_applies():
+    # the logged lr of each record is the rate of that step: warm-up, then the half cosine to 0
+    from ddpm_ref.optim import cosine_lr
+
+    cfg = _cfg(steps=40, lr_decay="cosine", log_every=5)
+    _, hist = train(_net(), SCHED, _data(), cfg, rng=np.random.default_rng(0))
+    for rec in hist:
+        assert rec["lr"] == pytest.approx(cosine_lr(rec["step"], cfg.lr, cfg.warmup, cfg.steps))
+    assert hist[-1]["lr"] == pytest.approx(0.0, abs=1e-15)
+    # a constant rate and a decayed one train different weights from the same draws
+    a, _ = train(_net(), SCHED, _data(), _cfg(steps=40), rng=np.random.default_rng(0))
+    b, _ = train(_net(), SCHED, _data(), cfg, rng=np.random.default_rng(0))
+    assert not np.allclose(a.params["out.w"], b.params["out.w"])
+    with pytest.raises(ValueError, match="lr_decay"):
+        _cfg(lr_decay="linear")
+
+
+def test_configs_saved_before_lr_decay_existed_load_with_a_constant_rate():
+    old = dict(_cfg().__dict__)
+    old.pop("lr_decay")
+    assert TrainConfig.from_dict(old).lr_decay == "none"
