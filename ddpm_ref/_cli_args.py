@@ -196,7 +196,8 @@ def schedule_bytes(T):  # a dozen float64 arrays of length T+1
 
 # train options a resumed run may change, and those it must keep (they define the model)
 _RESUME_MAY_CHANGE = ("lr", "log_every", "ckpt_every")
-_RESUME_KEEPS = ("batch", "warmup", "lr_decay", "ema_decay", "objective", "mean_type", "variance", "seed")
+_RESUME_KEEPS = ("batch", "warmup", "lr_decay", "ema_decay", "objective", "mean_type", "variance",
+                 "seed")
 
 
 def resume_config(args, ck, ckpt_path):

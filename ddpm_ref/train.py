@@ -20,8 +20,15 @@ import numpy as np
 
 from ddpm_ref.diffusion import MEAN_TYPES, VARIANCES, q_sample
 from ddpm_ref.objectives import OBJECTIVES, objective_loss
-from ddpm_ref.optim import (LR_DECAYS, adam_init, adam_update, clip_grad_norm, cosine_lr,
-                            ema_update, warmup_lr)
+from ddpm_ref.optim import (
+    LR_DECAYS,
+    adam_init,
+    adam_update,
+    clip_grad_norm,
+    cosine_lr,
+    ema_update,
+    warmup_lr,
+)
 
 __all__ = ["TrainConfig", "TrainState", "NonFiniteLossError", "TrainingInterrupted", "init_state",
            "train", "ema_decay_at", "lr_at", "make_model_fn", "state_from_checkpoint", "save_state"]
