@@ -291,9 +291,9 @@ def sample_quality(images, seed=0) -> dict:
     chi-square test of equal class frequencies); frechet (samples vs the 500 test digits,
     classifier features) and frechet_real / frechet_real_sd / frechet_real_max (N training
     digits vs the test digits over 5 draws: what perfect samples get at this N);
-    nn_sample_median / nn_sample_min (L2 distance, 0-255 scale, from each sample to its nearest training digit) next to nn_test_median / nn_test_min
-    (the same for the test digits); copies (samples nearer a training digit than the nearest
-    test digit ever is).
+    nn_sample_median / nn_sample_min (L2 distance, 0-255 scale, from each sample to its nearest
+    training digit) next to nn_test_median / nn_test_min (the same for the test digits); copies
+    (samples nearer a training digit than the nearest test digit ever is).
     """
     from ddpm_ref.data.mnist import load_digits
 
